@@ -1,0 +1,228 @@
+"""The ``ablate`` command.
+
+    ablate fit      --config experiments/q1_scaling.yaml [--scale=smoke] [--model.attention.scaling=none ...]
+    ablate finetune --config experiments/q5_finetune.yaml --pretrained runs/.../s0-abc --task pair
+    ablate sweep    sweeps/q1_scaling.yaml [--scale=quick] [--workers=2]
+    ablate report   [--suite=quick]
+    ablate export   CHECKPOINT OUT_DIR
+    ablate sync
+
+Run configs are parsed by jsonargparse from :class:`~transformer_ablations.config.RunConfig`:
+every dotted key of the toggle vocabulary is a flag, ``--config`` files stack, later flags win.
+An experiment file may carry two data blocks besides the config itself:
+
+* ``scales: {smoke: {...}, quick: {...}, full: {...}}``: overrides applied for ``--scale``;
+* ``when: [{if: {model.arch: decoder}, set: {...}}]``: overrides applied when the resolved config
+  matches (e.g. a decoder has no cross-attention to pool), so a sweep grid cannot produce a
+  contradictory run.
+
+Precedence: defaults < config files < scale block < matching ``when`` blocks < command-line flags.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ArgumentError
+
+from .config import ConfigError, RunConfig, flatten, validate
+
+ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
+EXTRA_BLOCKS = ("scales", "when")
+
+
+def _run_parser(prog: str = "ablate fit") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, exit_on_error=False, description="Train one ablation run.")
+    parser.add_argument("--config", action=ActionConfigFile, help="experiment YAML (may be given several times)")
+    parser.add_argument("--scales", type=dict, default={}, help="per-scale overrides (set in experiment files)")
+    parser.add_argument("--when", type=list, default=[], help="conditional overrides (set in experiment files)")
+    parser.add_argument("--debug", type=bool, default=False, help="show full tracebacks")
+    parser.add_class_arguments(RunConfig, fail_untyped=True, as_positional=False)
+    return parser
+
+
+def _apply_aliases(argv: Sequence[str]) -> list[str]:
+    out = []
+    for tok in argv:
+        head, sep, tail = tok.partition("=")
+        out.append(ALIASES.get(head, head) + sep + tail)
+    return out
+
+
+def _one_line(err: Exception) -> str:
+    """jsonargparse's multi-line messages -> 'key=value: what is wrong; valid: ...'."""
+    text = str(err)
+    m = re.search(r'key "([^"]+)":\s*Expected a typing\.Literal\[(.*?)\]\. Got value: (.*?)(?:$|\n)', text, re.S)
+    if m:
+        key, valid, got = m.group(1), m.group(2).replace("'", ""), m.group(3).strip()
+        return f"{key}={got} is not valid; valid values: {valid}"
+    m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.S)
+    if m:
+        return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
+    m = re.search(r"unrecognized arguments: (.*)", text)
+    if m:
+        return f"unknown option(s) {m.group(1).strip()}; run `ablate fit --help` for the valid keys"
+    m = re.search(r'Key "([^"]+)" is not expected', text) or re.search(r"No action for key \"([^\"]+)\"", text)
+    if m:
+        return f"unknown key {m.group(1)}; run `ablate fit --help` for the valid keys"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _nested(flat_or_nested: dict) -> dict:
+    """Accept both {'model.arch': x} and {'model': {'arch': x}} in scale/when blocks."""
+    out: dict = {}
+    for key, value in flat_or_nested.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and parts[-1] in node:
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = _nested(value) if isinstance(value, dict) else value
+    return out
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _overlay(ns: Namespace) -> dict:
+    """The scale block plus every `when` block whose condition holds for ``ns``."""
+    overlay = _nested(dict(ns.scales.get(ns.scale, {}) or {})) if ns.scales else {}
+    flat = flatten(ns.as_dict())
+    for i, block in enumerate(ns.when or []):
+        if not isinstance(block, dict) or "if" not in block or "set" not in block:
+            raise ConfigError(f"when[{i}] must be a mapping with `if:` and `set:` keys, got {block!r}")
+        if all(flat.get(k) == v for k, v in block["if"].items()):
+            overlay = _deep_merge(overlay, _nested(block["set"]))
+    return overlay
+
+
+def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--config X`` tokens (kept in order) from the other flags."""
+    configs, rest, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--config" and i + 1 < len(argv):
+            configs += argv[i : i + 2]
+            i += 2
+            continue
+        (configs if tok.startswith("--config=") else rest).append(tok)
+        i += 1
+    return configs, rest
+
+
+def _to_run_config(parser: ArgumentParser, ns: Namespace) -> RunConfig:
+    ns = copy.deepcopy(ns)
+    for key in ("config", "scales", "when", "debug"):
+        ns.pop(key, None)
+    init = parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
+    return RunConfig(**{k: init[k] for k in RunConfig.__dataclass_fields__})
+
+
+def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig:
+    """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line)."""
+    argv = _apply_aliases(argv)
+    for tok in argv:
+        if tok.startswith("--config="):
+            _check_config_path(tok.split("=", 1)[1])
+    for a, b in zip(argv, argv[1:]):
+        if a == "--config":
+            _check_config_path(b)
+    parser = _run_parser(prog)
+    try:
+        first = parser.parse_args(argv)
+        overlay = _overlay(first)
+        if overlay:
+            configs, rest = _split_configs(argv)
+            first = parser.parse_args([*configs, "--config", yaml.safe_dump(overlay), *rest])
+        cfg = _to_run_config(parser, first)
+    except ArgumentError as err:
+        raise ConfigError(_one_line(err)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"malformed YAML: {' '.join(str(err).split())}") from None
+    return validate(cfg)
+
+
+def _check_config_path(path: str) -> None:
+    if path.lstrip().startswith("{"):
+        return
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {path}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+
+
+def _fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    print(f"ablate: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _cmd_fit(argv: list[str], prog: str) -> int:
+    if any(tok in ("-h", "--help") for tok in argv):
+        _run_parser(prog).print_help()
+        return 0
+    cfg = parse_run_config(argv, prog=prog)
+    from .training.run import train
+
+    result = train(cfg)
+    return 0 if result.get("status") in ("finished", "exists") else (3 if result.get("status") == "diverged" else 1)
+
+
+def _cmd_sweep(argv: list[str]) -> int:
+    from .sweeps.command import main as sweep_main
+
+    return sweep_main(argv)
+
+
+COMMANDS = {
+    "fit": lambda argv: _cmd_fit(argv, "ablate fit"),
+    "finetune": lambda argv: _cmd_fit(argv, "ablate finetune"),
+    "sweep": _cmd_sweep,
+}
+
+
+def _usage() -> str:
+    return (__doc__ or "").split("\n\n")[1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ABLATE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage:\n" + _usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
+    try:
+        return COMMANDS[command](rest)
+    except ConfigError as err:
+        if debug:
+            raise
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume from the last checkpoint", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

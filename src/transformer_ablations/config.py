@@ -1,0 +1,273 @@
+"""One typed config for every run.
+
+The dotted names a user types (``--model.attention.scaling=none``) are the field paths of
+:class:`RunConfig`; the ``Literal`` types below are the public toggle vocabulary of
+DESIGN.md. jsonargparse turns command lines and YAML files into a ``RunConfig`` and
+rejects values outside a ``Literal`` before any work starts; :func:`validate` adds the
+cross-field checks (incompatible toggle pairs name both fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, get_args
+
+# --- the toggle vocabulary (public contract, DESIGN.md) ---------------------------------
+Arch = Literal["encoder", "decoder", "encoder_decoder"]
+AttentionKind = Literal["dot", "additive"]
+Scaling = Literal["sqrt_dk", "none", "dk", "learned", "qk_norm"]
+Positional = Literal["none", "sinusoidal", "learned", "rope", "alibi"]
+Norm = Literal["pre", "post"]
+Objective = Literal["mlm_nsp", "mlm", "causal", "seq2seq", "none"]
+Pooling = Literal["cls", "mean", "max", "last"]
+FinetuneMode = Literal["full", "probe"]
+PairFormat = Literal["sep", "concat"]
+# --- extensions used by the experiments ------------------------------------------------
+CrossAttention = Literal["full", "pooled"]  # Q3: decoder sees every encoder state, or one pooled state
+AttentionImpl = Literal["sdpa", "reference"]  # fast path vs readable reference path (same maths)
+Task = Literal[
+    "corpus",  # multi-sentence documents: mlm / mlm_nsp / causal pretraining
+    "retrieval",  # associative recall (Q1, Q4)
+    "order",  # order-only classification (Q2)
+    "reverse",  # seq2seq (Q3)
+    "sort",  # seq2seq (Q3)
+    "translate",  # seq2seq with reordering between two vocabularies (Q3)
+    "single",  # single-sentence classification (Q5/Q6)
+    "pair",  # sentence-pair classification (Q5/Q6)
+]
+Scale = Literal["smoke", "quick", "full"]
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+@dataclass
+class AttentionConfig:
+    kind: AttentionKind = "dot"
+    scaling: Scaling = "sqrt_dk"
+    impl: AttentionImpl = "sdpa"
+    chunk_size: int = 64  # additive attention: queries per chunk (bounds peak memory)
+
+
+@dataclass
+class ModelConfig:
+    arch: Arch = "encoder"
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    positional: Positional = "learned"
+    segment_embeddings: bool = True
+    d_model: int = 64
+    n_heads: int = 4
+    head_dim: Optional[int] = None  # d_k; None means d_model // n_heads
+    n_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.0
+    norm: Norm = "pre"
+    cross_attention: CrossAttention = "full"
+    max_len: int = 512  # learned positions / caches cover this many tokens
+    vocab_size: int = 0  # 0: filled in from the tokenizer when the run is built
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | file:<path> | hf:<name>[:<config>]
+    task: Task = "corpus"
+    seq_len: int = 64
+    n_train: int = 2000  # synthetic examples (or a cap on real ones; 0 = all)
+    n_val: int = 256
+    vocab_size: int = 512  # sentencepiece vocabulary (symbolic tasks use one token per symbol)
+    pair_format: PairFormat = "sep"
+    eval_length_multiples: list[int] = field(default_factory=list)  # e.g. [2, 4]: also evaluate at 2T, 4T
+    mlm_probability: float = 0.15
+    batch_size: int = 32
+    num_workers: int = 0
+    cache_dir: str = ".cache/transformer_ablations"
+
+
+@dataclass
+class FinetuneConfig:
+    pretrained: Optional[str] = None  # checkpoint file or run directory
+    pooling: Pooling = "cls"
+    mode: FinetuneMode = "full"
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 300
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_every: int = 100  # steps between validations
+    log_every: int = 10
+    attn_stats_every: int = 50
+    monitor: str = "val/loss"  # also the sweep's metric
+    monitor_mode: Literal["min", "max"] = "min"
+    accelerator: str = "auto"
+    devices: str = "1"  # "1", "2", "0,1" or "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    compile: bool = False
+    peak_tflops: Optional[float] = None  # for MFU; None: looked up for known GPUs
+    out_dir: str = "runs"
+    wandb: WandbMode = "auto"
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "default"
+    scale: Scale = "quick"
+    objective: Objective = "mlm"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. The message is one line: what is wrong and what is valid."""
+
+
+CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval")
+SEQ2SEQ_TASKS = ("reverse", "sort", "translate")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks that a ``Literal`` cannot express. Raises :class:`ConfigError`."""
+    m = cfg.model
+    for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+        if getattr(m, name) <= 0:
+            raise ConfigError(f"model.{name}={getattr(m, name)} must be a positive integer")
+    if m.head_dim is not None and m.head_dim <= 0:
+        raise ConfigError(f"model.head_dim={m.head_dim} must be a positive integer (or null for d_model/n_heads)")
+    if m.head_dim is None and m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
+            "set model.head_dim explicitly or pick a divisor"
+        )
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1)")
+    if m.attention.chunk_size <= 0:
+        raise ConfigError(f"model.attention.chunk_size={m.attention.chunk_size} must be a positive integer")
+    if m.cross_attention != "full" and m.arch != "encoder_decoder":
+        raise ConfigError(
+            f"model.cross_attention={m.cross_attention} needs model.arch=encoder_decoder (got model.arch={m.arch})"
+        )
+    d = cfg.data
+    for name in ("seq_len", "n_val", "vocab_size", "batch_size"):
+        if getattr(d, name) <= 0:
+            raise ConfigError(f"data.{name}={getattr(d, name)} must be a positive integer")
+    if d.n_train < 0:
+        raise ConfigError(f"data.n_train={d.n_train} must be >= 0 (0 = all examples of a real corpus)")
+    if d.seq_len > m.max_len and m.positional == "learned":
+        raise ConfigError(f"data.seq_len={d.seq_len} exceeds model.max_len={m.max_len} with learned positions")
+    if not 0.0 < d.mlm_probability < 1.0:
+        raise ConfigError(f"data.mlm_probability={d.mlm_probability} must be in (0, 1)")
+    t = cfg.train
+    for name in ("max_steps", "val_every", "log_every", "attn_stats_every"):
+        if getattr(t, name) <= 0:
+            raise ConfigError(f"train.{name}={getattr(t, name)} must be a positive integer")
+    if t.max_steps % t.val_every:
+        raise ConfigError(
+            f"train.max_steps={t.max_steps} must be a multiple of train.val_every={t.val_every} "
+            "(runs validate and checkpoint every val_every steps)"
+        )
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps={t.warmup_steps} must be >= 0")
+    # objective x task x arch
+    obj, task = cfg.objective, d.task
+    if task == "corpus" and obj not in ("mlm", "mlm_nsp", "causal"):
+        raise ConfigError(f"data.task=corpus is for pretraining: objective must be mlm_nsp, mlm or causal, got {obj}")
+    if obj in ("mlm", "mlm_nsp") and task == "corpus" and m.arch != "encoder":
+        raise ConfigError(f"objective={obj} needs model.arch=encoder (bidirectional), got model.arch={m.arch}")
+    if obj == "causal" and task == "corpus" and m.arch != "decoder":
+        raise ConfigError(f"objective=causal needs model.arch=decoder, got model.arch={m.arch}")
+    if task in SEQ2SEQ_TASKS:
+        if obj != "seq2seq":
+            raise ConfigError(f"data.task={task} is a seq2seq task: objective must be seq2seq, got {obj}")
+        if m.arch == "encoder":
+            raise ConfigError("objective=seq2seq needs model.arch=encoder_decoder or decoder (prefix LM), got encoder")
+    if task in CLASSIFICATION_TASKS:
+        # objective names how the encoder was pretrained: none = random init, else a checkpoint is loaded
+        if obj == "seq2seq":
+            raise ConfigError(f"objective=seq2seq needs data.task in {list(SEQ2SEQ_TASKS)}, got data.task={task}")
+        if m.arch == "encoder_decoder":
+            raise ConfigError(f"model.arch=encoder_decoder is for seq2seq tasks, got data.task={task}")
+        if obj != "none" and cfg.finetune.pretrained is None:
+            raise ConfigError(
+                f"objective={obj} on classification task data.task={task} needs finetune.pretrained "
+                "(a checkpoint or run dir); use objective=none to train from random init"
+            )
+    return cfg
+
+
+# --- helpers used by run records, sweeps and the report ---------------------------------
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'arch': 'encoder'}} -> {'model.arch': 'encoder'}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable identity of a run: every field except where outputs go and how they are logged."""
+    flat = flatten(to_dict(cfg))
+    for k in ("train.out_dir", "train.wandb", "data.num_workers", "data.cache_dir", "train.accelerator"):
+        flat.pop(k, None)
+    blob = json.dumps(flat, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def toggle_values() -> dict[str, tuple]:
+    """The vocabulary as data: dotted key -> allowed values (for sweep and claims validation)."""
+    return {
+        "model.arch": get_args(Arch),
+        "model.attention.kind": get_args(AttentionKind),
+        "model.attention.scaling": get_args(Scaling),
+        "model.attention.impl": get_args(AttentionImpl),
+        "model.positional": get_args(Positional),
+        "model.segment_embeddings": (True, False),
+        "model.norm": get_args(Norm),
+        "model.cross_attention": get_args(CrossAttention),
+        "objective": get_args(Objective),
+        "finetune.pooling": get_args(Pooling),
+        "finetune.mode": get_args(FinetuneMode),
+        "data.pair_format": get_args(PairFormat),
+        "data.task": get_args(Task),
+        "scale": get_args(Scale),
+    }
+
+
+def all_keys() -> set[str]:
+    """Every dotted key a user may set."""
+    return set(flatten(to_dict(RunConfig())).keys())
+
+
+def from_dict(d: dict, cls: type = RunConfig) -> Any:
+    """Nested dict (as saved in checkpoints and config.yaml) -> dataclass. Unknown keys are an error."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key {cls.__name__}.{key}; valid keys: {', '.join(hints)}")
+        hint = hints[key]
+        kwargs[key] = from_dict(value, hint) if dataclasses.is_dataclass(hint) and isinstance(value, dict) else value
+    return cls(**kwargs)

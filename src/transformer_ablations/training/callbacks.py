@@ -1,0 +1,161 @@
+"""Callbacks: attention statistics, throughput and MFU, the divergence guard, the run record."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import psutil
+import torch
+from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
+
+from .records import read_summary, write_summary
+
+
+class RunDiverged(RuntimeError):
+    """A non-finite loss or gradient. Raised to end the run; recorded as status ``diverged``."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"non-finite {what} at step {step}")
+        self.step, self.what = step, what
+
+
+class DivergenceGuard(L.Callback):
+    """Ends the run at the first NaN/inf loss or gradient (before the optimizer applies it)."""
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise RunDiverged(trainer.global_step, "loss")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not torch.isfinite(norm):
+            raise RunDiverged(trainer.global_step, "gradient")
+        if trainer.global_step % pl_module.cfg.train.log_every == 0:
+            pl_module.log("train/grad_norm", norm)
+            qk = [p.grad for p in pl_module.net.backbone.query_key_parameters() if p.grad is not None]
+            if qk:
+                pl_module.log("train/grad_norm_qk", torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk])))
+
+
+class AttentionStats(L.Callback):
+    """Every ``every`` steps the training forward also returns per-layer attention statistics
+    (no second pass); they are logged as ``attn/<layer>/<stat>`` and ``attn/<stat>`` (layer mean)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        pl_module.want_attention_stats = trainer.global_step % self.every == 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stats = pl_module.last_attention_stats
+        if not pl_module.want_attention_stats or not stats:
+            return
+        totals: dict[str, list[float]] = {}
+        for layer in stats:
+            for key, value in layer.items():
+                if key == "name":
+                    continue
+                value = float(value)
+                pl_module.log(f"attn/{layer['name']}/{key}", value, on_step=True, on_epoch=False)
+                totals.setdefault(key, []).append(value)
+        for key, values in totals.items():
+            pl_module.log(f"attn/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
+        pl_module.last_attention_stats = None
+
+
+def batch_tokens(batch: dict) -> int:
+    masks = [batch[k] for k in ("attention_mask", "src_mask", "tgt_mask") if k in batch]
+    return int(sum(int(m.sum()) for m in masks))
+
+
+class Throughput(L.Callback):
+    """``train/tokens_per_s``, ``train/step_time_ms``, and from measured FLOPs ``train/tflops``
+    and ``train/mfu`` (peak: ``train.peak_tflops`` or Lightning's table of known GPUs)."""
+
+    def __init__(self, log_every: int, peak_tflops: float | None):
+        self.log_every = log_every
+        self.peak_tflops = peak_tflops
+        self.flops_per_step: float | None = None
+        self.tokens = 0
+        self.elapsed = 0.0
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.peak_tflops is None:
+            available = get_available_flops(pl_module.device, _compute_dtype(trainer))
+            self.peak_tflops = available / 1e12 if available else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.flops_per_step is None:
+            self.flops_per_step = _measure_step_flops(pl_module, batch) * trainer.world_size
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.elapsed += time.perf_counter() - self._t0
+        self.tokens += batch_tokens(batch) * trainer.world_size
+        if (trainer.global_step + 1) % self.log_every:
+            return
+        steps = self.log_every
+        step_time = self.elapsed / steps
+        pl_module.log("train/tokens_per_s", self.tokens / self.elapsed, on_step=True, on_epoch=False)
+        pl_module.log("train/step_time_ms", 1000 * step_time, on_step=True, on_epoch=False)
+        if self.flops_per_step:
+            tflops = self.flops_per_step / step_time / 1e12
+            pl_module.log("train/tflops", tflops, on_step=True, on_epoch=False)
+            if self.peak_tflops:
+                pl_module.log("train/mfu", tflops / self.peak_tflops, on_step=True, on_epoch=False)
+        self.tokens, self.elapsed = 0, 0.0
+
+
+def _compute_dtype(trainer) -> torch.dtype:
+    precision = str(trainer.precision)
+    return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
+
+
+def _measure_step_flops(pl_module, batch: dict) -> float:
+    """Forward + backward FLOPs of one training step, counted by torch's FlopCounterMode."""
+    was_training = pl_module.net.training
+    try:
+        flops = measure_flops(pl_module.net, lambda: pl_module.net(batch).loss, lambda loss: loss)
+    finally:
+        pl_module.net.zero_grad(set_to_none=True)
+        pl_module.net.train(was_training)
+    return float(flops)
+
+
+class RunRecord(L.Callback):
+    """Keeps ``summary.json`` current after every validation, so a crash loses nothing logged."""
+
+    def __init__(self, run_dir: Path, started: float):
+        self.run_dir = Path(run_dir)
+        self.started = started
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        summary = read_summary(self.run_dir) or {}
+        summary["metrics"] = logged_metrics(trainer)
+        summary["step"] = trainer.global_step
+        summary["wall_time_s"] = summary.get("wall_time_s_before", 0.0) + time.time() - self.started
+        summary["peak_rss_mb"] = peak_rss_mb()
+        write_summary(self.run_dir, summary)
+
+
+def logged_metrics(trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and of finished children) in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(own, psutil.Process().memory_info().rss / 2**20)
