@@ -37,7 +37,7 @@ class DivergenceGuard(L.Callback):
             raise RunDiverged(trainer.global_step, "gradient")
         if trainer.global_step % pl_module.cfg.train.log_every == 0:
             pl_module.log("train/grad_norm", norm)
-            qk = [p.grad for p in pl_module.net.backbone.query_key_parameters() if p.grad is not None]
+            qk = pl_module.net.backbone.query_key_grads()
             if qk:
                 pl_module.log("train/grad_norm_qk", torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk])))
 
