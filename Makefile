@@ -7,7 +7,9 @@ TORCH    ?= torch==2.13.0
 STAMP    := $(VENV)/.installed
 Q        ?= q1
 SCALE    ?= quick
-WORKERS  ?= 2
+WORKERS  ?=
+TASKS    ?= 4
+COUNT    ?=
 GPUS     ?=
 EXP      ?= q1_scaling
 ARGS     ?=
@@ -16,7 +18,7 @@ SWEEP    ?=
 export OMP_NUM_THREADS ?= 1
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test quick train finetune sweep agents sync report bench lint clean
+.PHONY: help install test quick train finetune sweep agents slurm sync report bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -34,9 +36,8 @@ test: $(STAMP)  ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest -x -q -p no:cacheprovider
 
 quick: $(STAMP)  ## all six questions at quick scale, offline, then reports/quick/
-	$(BIN)/ablate sweep sweeps/q1_scaling.yaml sweeps/q2_positional.yaml sweeps/q3_attention.yaml \
-	  sweeps/q4_additive.yaml sweeps/q5_pretrain.yaml sweeps/q5_finetune.yaml sweeps/q6_cls_sep.yaml \
-	  --scale quick --workers $(WORKERS)
+	$(BIN)/ablate sweep all --scale quick --offline --workers $(or $(WORKERS),2)
+	$(BIN)/python -m transformer_ablations.bench.attention_cost --out runs/quick/q4_attention_cost.json
 	$(BIN)/ablate report --suite quick
 
 train: $(STAMP)  ## one run: make train EXP=q1_scaling SCALE=smoke ARGS='--model.attention.scaling=none'
@@ -45,11 +46,14 @@ train: $(STAMP)  ## one run: make train EXP=q1_scaling SCALE=smoke ARGS='--model
 finetune: $(STAMP)  ## fine-tune a checkpoint: make finetune CKPT=runs/.../s0-abc ARGS='--data.task=pair'
 	$(BIN)/ablate finetune --config experiments/q5_finetune.yaml --scale $(SCALE) --pretrained $(CKPT) $(ARGS)
 
-sweep: $(STAMP)  ## one question's sweep: make sweep Q=q1 [SCALE=quick|full] [GPUS=0,1] [WORKERS=2]
-	$(BIN)/ablate sweep $(wildcard sweeps/$(Q)_*.yaml) --scale $(SCALE) --workers $(WORKERS) $(if $(GPUS),--gpus $(GPUS))
+sweep: $(STAMP)  ## one question's sweep: make sweep Q=q1|q5|all [SCALE=quick|full] [GPUS=0,1] [WORKERS=N]
+	$(BIN)/ablate sweep $(Q) --scale $(SCALE) $(if $(GPUS),--gpus $(GPUS)) $(if $(WORKERS),--workers $(WORKERS))
 
 agents: $(STAMP)  ## join an online sweep from this node: make agents SWEEP=entity/project/id GPUS=0,1
 	$(BIN)/ablate agents $(SWEEP) $(if $(GPUS),--gpus $(GPUS))
+
+slurm: $(STAMP)  ## SLURM array of agents: make slurm SWEEP=entity/project/id TASKS=8 [COUNT=3]
+	$(BIN)/ablate slurm $(SWEEP) --tasks $(TASKS) $(if $(COUNT),--count $(COUNT)) --out runs/slurm_agent.sbatch
 
 sync: $(STAMP)  ## upload offline wandb runs
 	$(BIN)/ablate sync

@@ -4,6 +4,8 @@
     ablate finetune --config experiments/q5_finetune.yaml --pretrained runs/.../s0-abc --task pair
     ablate sweep    sweeps/q1_scaling.yaml [--scale=quick] [--workers=2]
     ablate report   [--suite=quick]
+    ablate agents   SWEEP_ID --gpus 0,1
+    ablate slurm    SWEEP_ID --tasks 8 --count 3
     ablate export   CHECKPOINT OUT_DIR
     ablate sync
 
@@ -12,11 +14,11 @@ every dotted key of the toggle vocabulary is a flag, ``--config`` files stack, l
 An experiment file may carry two data blocks besides the config itself:
 
 * ``scales: {smoke: {...}, quick: {...}, full: {...}}``: overrides applied for ``--scale``;
-* ``when: [{if: {model.arch: decoder}, set: {...}}]``: overrides applied when the resolved config
-  matches (e.g. a decoder has no cross-attention to pool), so a sweep grid cannot produce a
-  contradictory run.
+* ``when: [{if: {model.arch: decoder}, set: {...}}]``: normalisations applied when the resolved
+  config matches (e.g. a decoder has no cross-attention to pool), so a sweep grid cannot produce
+  a contradictory run; two grid points that normalise to one config are one run.
 
-Precedence: defaults < config files < scale block < matching ``when`` blocks < command-line flags.
+Precedence: defaults < config files < scale block < command-line flags < matching ``when`` blocks.
 """
 
 from __future__ import annotations
@@ -100,16 +102,17 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _overlay(ns: Namespace) -> dict:
-    """The scale block plus every `when` block whose condition holds for ``ns``."""
-    overlay = _nested(dict(ns.scales.get(ns.scale, {}) or {})) if ns.scales else {}
+def _overlay(ns: Namespace) -> tuple[dict, dict]:
+    """(the scale block, the merged `when` blocks whose condition holds for ``ns``)."""
+    scale = _nested(dict(ns.scales.get(ns.scale, {}) or {})) if ns.scales else {}
     flat = flatten(ns.as_dict())
+    when: dict = {}
     for i, block in enumerate(ns.when or []):
         if not isinstance(block, dict) or "if" not in block or "set" not in block:
             raise ConfigError(f"when[{i}] must be a mapping with `if:` and `set:` keys, got {block!r}")
         if all(flat.get(k) == v for k, v in block["if"].items()):
-            overlay = _deep_merge(overlay, _nested(block["set"]))
-    return overlay
+            when = _deep_merge(when, _nested(block["set"]))
+    return scale, when
 
 
 def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -146,10 +149,11 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
     parser = _run_parser(prog)
     try:
         first = parser.parse_args(argv)
-        overlay = _overlay(first)
-        if overlay:
+        scale_overlay, when_overlay = _overlay(first)
+        if scale_overlay or when_overlay:
             configs, rest = _split_configs(argv)
-            first = parser.parse_args([*configs, "--config", yaml.safe_dump(overlay), *rest])
+            tail = ["--config", yaml.safe_dump(when_overlay)] if when_overlay else []
+            first = parser.parse_args([*configs, "--config", yaml.safe_dump(scale_overlay), *rest, *tail])
         cfg = _to_run_config(parser, first)
     except ArgumentError as err:
         raise ConfigError(_one_line(err)) from None
@@ -186,16 +190,64 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
     return 0 if result.get("status") in ("finished", "exists") else (3 if result.get("status") == "diverged" else 1)
 
 
-def _cmd_sweep(argv: list[str]) -> int:
-    from .sweeps.command import main as sweep_main
+def _small_parser(prog: str, description: str) -> ArgumentParser:
+    return ArgumentParser(prog=prog, exit_on_error=False, description=description)
 
-    return sweep_main(argv)
+
+def _parse_small(parser: ArgumentParser, argv: list[str]) -> Namespace:
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def _cmd_report(argv: list[str]) -> int:
+    parser = _small_parser("ablate report", "Verdicts, figures and reports/<suite>/report.{md,html} from run records.")
+    parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
+    parser.add_argument("--runs_dir", "--runs-dir", default="runs")
+    parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
+    parser.add_argument("--claims", default="experiments/claims.yaml")
+    parser.add_argument("--sweeps", default="sweeps", help="directory of the sweep files")
+    parser.add_argument("--wandb", type=bool, default=False, help="also log tables and figures to a wandb run")
+    args = _parse_small(parser, argv)
+    from .report import build_report, log_report_to_wandb
+
+    path = build_report(args.runs_dir, args.suite, args.out, args.claims, args.sweeps)
+    print(f"report: {path} and {path.with_suffix('.html')}")
+    if args.wandb:
+        log_report_to_wandb(path, suite=args.suite)
+    return 0
+
+
+def _cmd_export(argv: list[str]) -> int:
+    parser = _small_parser("ablate export", "Export a checkpoint to model.safetensors + config.json + tokenizer.model.")
+    parser.add_argument("checkpoint", help="a .ckpt file or a run directory")
+    parser.add_argument("out_dir")
+    args = _parse_small(parser, argv)
+    from .training.checkpoints import export
+
+    print(f"exported to {export(args.checkpoint, args.out_dir)}")
+    return 0
+
+
+def _cmd_sweeps(name: str):
+    def run(argv: list[str]) -> int:
+        from .sweeps import command
+
+        return command.COMMANDS[name](argv)
+
+    return run
 
 
 COMMANDS = {
     "fit": lambda argv: _cmd_fit(argv, "ablate fit"),
     "finetune": lambda argv: _cmd_fit(argv, "ablate finetune"),
-    "sweep": _cmd_sweep,
+    "sweep": _cmd_sweeps("sweep"),
+    "agents": _cmd_sweeps("agents"),
+    "sync": _cmd_sweeps("sync"),
+    "slurm": _cmd_sweeps("slurm"),
+    "report": _cmd_report,
+    "export": _cmd_export,
 }
 
 

@@ -77,8 +77,8 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | file:<path> | hf:<name>[:<config>]
     task: Task = "corpus"
     seq_len: int = 64
-    n_train: int = 2000  # synthetic examples (or a cap on real ones; 0 = all)
-    n_val: int = 256
+    n_train: int = 2000  # synthetic examples, or a cap on a real corpus (0 = all)
+    n_val: int = 256  # same for validation
     vocab_size: int = 512  # sentencepiece vocabulary (symbolic tasks use one token per symbol)
     pair_format: PairFormat = "sep"
     eval_length_multiples: list[int] = field(default_factory=list)  # e.g. [2, 4]: also evaluate at 2T, 4T
@@ -159,11 +159,13 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"model.cross_attention={m.cross_attention} needs model.arch=encoder_decoder (got model.arch={m.arch})"
         )
     d = cfg.data
-    for name in ("seq_len", "n_val", "vocab_size", "batch_size"):
+    for name in ("seq_len", "vocab_size", "batch_size"):
         if getattr(d, name) <= 0:
             raise ConfigError(f"data.{name}={getattr(d, name)} must be a positive integer")
-    if d.n_train < 0:
-        raise ConfigError(f"data.n_train={d.n_train} must be >= 0 (0 = all examples of a real corpus)")
+    for name in ("n_train", "n_val"):
+        value = getattr(d, name)
+        if value < 0 or (value == 0 and d.source == "synthetic"):
+            raise ConfigError(f"data.{name}={value} must be > 0 (0 means all examples, for a real corpus only)")
     if d.seq_len > m.max_len and m.positional == "learned":
         raise ConfigError(f"data.seq_len={d.seq_len} exceeds model.max_len={m.max_len} with learned positions")
     if not 0.0 < d.mlm_probability < 1.0:

@@ -6,6 +6,9 @@ Every layer computes ``softmax(score(q, k) * scale + bias) v`` per head, where
 - ``scale`` is the *scaling*: a fixed ``d_k**-x``, or a learned per-head temperature;
 - ``bias`` is one additive tensor built once per forward (:class:`AttentionContext`): ``-inf``
   where a key may not be attended (padding, causal, prefix-LM) plus ALiBi's distance penalty.
+  The SDPA fast path gets the cheapest equivalent instead (``AttentionContext.sdpa_mask`` /
+  ``is_causal``): no mask, ``is_causal=True``, or a boolean mask, and the float bias only with
+  ALiBi, so fused (flash) kernels stay eligible.
 
 Shapes: ``B`` batch, ``H`` heads, ``Tq``/``Tk`` query/key lengths, ``D`` d_model, ``d`` head_dim (d_k).
 ``head_dim`` is independent of ``D / H``: projections go ``D -> H*d`` and the output ``H*d -> D``.
@@ -37,6 +40,9 @@ class AttentionContext:
     query_valid: Tensor  # [B, Tq] bool: real queries, the rows attention stats average over
     bias: Tensor  # [B, 1|H, Tq, Tk] float added to the scaled scores: -inf where not allowed, + ALiBi
     rope: tuple[Tensor, Tensor] | None = None  # (cos, sin) [Tq, d/2] when rotary positions are used
+    # what the SDPA fast path is given instead of ``bias`` (same maths, cheapest form):
+    sdpa_mask: Tensor | None = None  # None (every key), ``allowed`` (bool), or ``bias`` (ALiBi, float)
+    is_causal: bool = False  # SDPA's is_causal: a plain causal mask with no padding and no ALiBi
 
     @classmethod
     def build(
@@ -48,23 +54,47 @@ class AttentionContext:
         device: torch.device,
         position_bias: Tensor | None = None,  # [1, H, Tq, Tk] ALiBi
         rope: tuple[Tensor, Tensor] | None = None,
+        causal: bool = False,  # self-attention with the causal pattern (``structure`` is built here)
     ) -> AttentionContext:
         """Tensors keep their smallest broadcastable shape (an unmasked encoder's mask is [1, 1, 1, Tk])."""
+        if causal:
+            structure = causal_structure(tk, device)
+        if key_mask is not None and _all_true(key_mask):
+            key_mask = None  # nothing is padded: no [B, ...] mask at all (SDPA may then run mask-free)
         allowed = torch.ones(1, 1, 1, tk, dtype=torch.bool, device=device)
         if structure is not None:
             allowed = allowed & structure  # -> [1|B, 1, Tq, Tk]
         if key_mask is not None:
             allowed = allowed & key_mask[:, None, None, :]  # [B, Tk] -> [B, 1, 1, Tk]
-        # A query with no key to attend (a padding query under causal + left padding, or a sample
-        # that is all padding) would softmax over only -inf and give NaN. Let such rows attend every
-        # key instead: their output is finite and ignored (they are padding), real rows are untouched.
-        allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+            # A query with no key to attend (a padding query under causal + left padding, or a sample
+            # that is all padding) would softmax over only -inf and give NaN. Let such rows attend every
+            # key instead: their output is finite and ignored (they are padding), real rows are untouched.
+            # (Without a key mask every row of a causal or prefix-LM pattern sees at least itself.)
+            allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
         bias = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
         if position_bias is not None:
             bias = bias + position_bias  # [., 1, ., Tk] + [1, H, Tq, Tk] -> [1|B, H, Tq, Tk]
         if query_mask is None:
             query_mask = torch.ones(1, 1, dtype=torch.bool, device=device)  # broadcasts as all-real
-        return cls(allowed=allowed, query_valid=query_mask, bias=bias, rope=rope)
+        if position_bias is not None:
+            sdpa_mask, is_causal = bias, False
+        elif key_mask is None and structure is None:
+            sdpa_mask, is_causal = None, False
+        elif key_mask is None and causal:
+            sdpa_mask, is_causal = None, True
+        else:
+            sdpa_mask, is_causal = allowed, False
+        return cls(
+            allowed=allowed, query_valid=query_mask, bias=bias, rope=rope, sdpa_mask=sdpa_mask, is_causal=is_causal
+        )
+
+
+def _all_true(mask: Tensor) -> bool:
+    """Whether a key mask masks nothing. Under torch.compile the answer is "no" (keep the mask) so the
+    graph does not branch on data; in eager mode it is one reduction (and a sync on GPU) per forward."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(mask.all())
 
 
 def causal_structure(t: int, device: torch.device) -> Tensor:
@@ -232,12 +262,16 @@ class SDPADotProductAttention(DotProductAttention):
             q, scale = q * scale, 1.0
         # autocast can leave q/k in float32 after norm, rope or temperature; SDPA wants one dtype
         q, k = q.to(v.dtype), k.to(v.dtype)
+        mask = ctx.sdpa_mask  # None, bool (True = attend) or float (ALiBi): see AttentionContext
+        if mask is not None and mask.is_floating_point():
+            mask = mask.to(v.dtype)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=ctx.bias.to(v.dtype),
+            attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
+            is_causal=ctx.is_causal,
             scale=scale,
         )
         return y, None  # [B, H, Tq, d]

@@ -22,7 +22,6 @@ from .attention import (
     CrossAttention,
     MultiHeadAttention,
     SelfAttention,
-    causal_structure,
     prefix_lm_structure,
 )
 from .heads import init_weights, pool_mean
@@ -202,7 +201,12 @@ class Transformer(nn.Module):
         return self.drop(self.positional(x))  # absolute positions are added here (identity otherwise)
 
     def self_attention_context(
-        self, attention_mask: Tensor | None, structure: Tensor | None, t: int, device: torch.device
+        self,
+        attention_mask: Tensor | None,
+        structure: Tensor | None,
+        t: int,
+        device: torch.device,
+        causal: bool = False,
     ) -> AttentionContext:
         return AttentionContext.build(
             key_mask=attention_mask,
@@ -212,6 +216,7 @@ class Transformer(nn.Module):
             device=device,
             position_bias=self.positional.attention_bias(t, device),
             rope=self.positional.rope(t, device),
+            causal=causal,
         )
 
     def encode(
@@ -238,8 +243,10 @@ class Transformer(nn.Module):
     ) -> tuple[Tensor, Stats]:
         """Causal (or prefix-LM) decoder, cross-attending to ``memory`` if given: [B, T] -> [B, T, D]."""
         t, device = input_ids.shape[1], input_ids.device
-        structure = causal_structure(t, device) if prefix_len is None else prefix_lm_structure(prefix_len, t)
-        ctx = self.self_attention_context(attention_mask, structure, t, device)
+        if prefix_len is None:  # causal: built inside the context, so SDPA can use is_causal=True
+            ctx = self.self_attention_context(attention_mask, None, t, device, causal=True)
+        else:
+            ctx = self.self_attention_context(attention_mask, prefix_lm_structure(prefix_len, t), t, device)
         memory_ctx = None
         if memory is not None:
             memory, memory_mask = self.memory(memory, memory_mask)  # full, or one pooled state

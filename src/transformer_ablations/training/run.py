@@ -8,15 +8,16 @@ resumes from its last checkpoint, bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
@@ -25,9 +26,20 @@ from .callbacks import AttentionStats, DivergenceGuard, RunDiverged, RunRecord, 
 from .checkpoints import AtomicCheckpointIO, adopt_pretrained_model, load_state_strict, read_checkpoint, resolve_pretrained
 from .module import AblationModule
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
-from .tracking import make_wandb_logger
+from .tracking import ResumableCSVLogger, make_wandb_logger
 
 FINAL = ("finished", "diverged")
+
+
+def _quiet_libraries() -> None:
+    """Our own progress (Rich bar, one result line) instead of library chatter."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _is_rank_zero() -> bool:
@@ -84,6 +96,7 @@ def train(cfg: RunConfig) -> dict:
             print(f"run exists ({previous['status']}): {run_dir} — left untouched; change a setting or the seed for a new run")
         return {**previous, "status": "exists", "final_status": previous["status"], "run_dir": str(run_dir)}
     _check_writable(Path(cfg.train.out_dir))
+    _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resolved, datamodule, module = prepare(cfg)
 
@@ -146,7 +159,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
     interactive = sys.stderr.isatty() and os.environ.get("CI") is None
     if interactive:
         callbacks.append(RichProgressBar(leave=False))
-    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
+    loggers = [ResumableCSVLogger(run_dir)]
     wandb_logger = make_wandb_logger(cfg, run_dir)
     if wandb_logger is not None:
         loggers.append(wandb_logger)

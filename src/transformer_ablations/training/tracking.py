@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..config import RunConfig, flatten, to_dict
 
@@ -43,10 +48,11 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=os.environ.get("WANDB_PROJECT", PROJECT),
         name=f"{cfg.experiment}/{run_dir.name}",
-        id=f"{cfg.experiment}-{run_dir.name}".replace("/", "-"),
+        # under `wandb agent` the sweep owns the run id; elsewhere the run dir names it (resume continues it)
+        id=None if os.environ.get("WANDB_SWEEP_ID") else f"{cfg.experiment}-{run_dir.name}".replace("/", "-"),
         group=cfg.experiment,
         save_dir=str(run_dir),
         offline=mode == "offline",
@@ -55,3 +61,28 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
         resume="allow",
         tags=[cfg.scale, cfg.objective],
     )
+    logger._wandb_init.pop("anonymous", None)  # deprecated in wandb >= 0.19; passing None still warns
+    return logger
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = sorted(next(csv.reader(fh), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``metrics.csv`` in the run directory, kept across resumes (rows of every attempt)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(save_dir=str(run_dir), name="", version="")
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -1,0 +1,202 @@
+"""Train-step throughput (tokens/s) of our models against Hugging Face ``transformers`` at equal sizes.
+
+- encoder + MaskedLM(nsp=True) (objective mlm_nsp)  vs  ``BertForPreTraining``
+- decoder + CausalLM (objective causal)              vs  ``GPT2LMHeadModel``
+
+Both sides: vocab 8000, d_model 256, 4 layers, 4 heads, d_ff 1024, T=128, batch 32, fp32, exact
+GELU, the same dropout (default 0), tied input/output embeddings, learned absolute positions,
+AdamW(lr 1e-4, wd 0.01, torch's default foreach implementation), SDPA attention, random token
+batches (all positions real), 15% of positions carry an MLM label. BERT side: post-norm like BERT
+(ours has no embedding LayerNorm: BERT normalises the embeddings, one extra LayerNorm). GPT side:
+pre-norm + final LayerNorm like GPT-2. Known asymmetry kept on purpose: BERT's head computes vocab
+logits at every position; ours only at the 15% masked ones (the "sparse MLM" lever).
+
+All contenders are timed in one process, alternating, median of repeats (see
+``transformer_ablations.bench.timing``). ``--compile`` adds torch.compile'd versions of ours
+(and of the HF models with ``--compile-hf``), timed after their warm-up compile.
+
+    python benchmarks/throughput_vs_transformers.py [--repeats 5] [--steps 2] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (sys.path)
+import torch
+
+from transformer_ablations.bench.timing import alternate, fmt_table, median
+
+SIZES = dict(vocab=8000, d_model=256, n_layers=4, n_heads=4, d_ff=1024, T=128, batch=32)
+
+
+# --- batches ---------------------------------------------------------------------------------
+def mlm_batch(b: int, t: int, vocab: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    ids = torch.randint(5, vocab, (b, t), generator=gen)
+    picked = torch.rand(b, t, generator=gen) < 0.15
+    picked[:, 0] = False  # [CLS]
+    labels = torch.where(picked, ids, torch.full_like(ids, -100))
+    segment = (torch.arange(t) >= t // 2).long().expand(b, t).contiguous()
+    return {
+        "input_ids": ids.masked_fill(picked, 4),  # 4 = [MASK]
+        "attention_mask": torch.ones(b, t, dtype=torch.bool),
+        "segment_ids": segment,
+        "labels": labels,
+        "nsp_labels": torch.randint(0, 2, (b,), generator=gen),
+    }
+
+
+def causal_batch(b: int, t: int, vocab: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    ids = torch.randint(5, vocab, (b, t), generator=gen)
+    labels = torch.cat([ids[:, 1:], torch.full((b, 1), -100)], dim=1)  # already shifted (our format)
+    return {"input_ids": ids, "attention_mask": torch.ones(b, t, dtype=torch.bool), "labels": labels}
+
+
+# --- models ----------------------------------------------------------------------------------
+def ours(kind: str, dropout: float, package: str = "transformer_ablations"):
+    config = importlib.import_module(f"{package}.config")
+    model = importlib.import_module(f"{package}.model")
+    s = SIZES
+    common = dict(
+        d_model=s["d_model"], n_heads=s["n_heads"], n_layers=s["n_layers"], d_ff=s["d_ff"],
+        vocab_size=s["vocab"], max_len=512, dropout=dropout, positional="learned",
+    )
+    if kind == "mlm_nsp":
+        cfg = config.ModelConfig(arch="encoder", norm="post", segment_embeddings=True, **common)
+        return model.MaskedLM(cfg, nsp=True)
+    cfg = config.ModelConfig(arch="decoder", norm="pre", segment_embeddings=False, **common)
+    return model.CausalLM(cfg)
+
+
+def hf(kind: str, dropout: float):
+    import transformers
+
+    s = SIZES
+    if kind == "mlm_nsp":
+        cfg = transformers.BertConfig(
+            vocab_size=s["vocab"], hidden_size=s["d_model"], num_hidden_layers=s["n_layers"],
+            num_attention_heads=s["n_heads"], intermediate_size=s["d_ff"], hidden_act="gelu",
+            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+            max_position_embeddings=512, type_vocab_size=2, tie_word_embeddings=True,
+        )
+        return transformers.BertForPreTraining._from_config(cfg, attn_implementation="sdpa")
+    cfg = transformers.GPT2Config(
+        vocab_size=s["vocab"], n_embd=s["d_model"], n_layer=s["n_layers"], n_head=s["n_heads"],
+        n_inner=s["d_ff"], n_positions=512, activation_function="gelu",
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, tie_word_embeddings=True,
+    )
+    return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="sdpa")
+
+
+def ours_loss(model, batch):
+    return model(batch).loss
+
+
+def hf_loss(kind: str):
+    if kind == "mlm_nsp":
+        return lambda m, b: m(
+            input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["segment_ids"],
+            labels=b["labels"], next_sentence_label=b["nsp_labels"],
+        ).loss
+    return lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["input_ids"]).loss
+
+
+def train_step(model, loss_fn, batch):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    model.train()
+
+    def step():
+        loss = loss_fn(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build(kind: str, args) -> dict[str, tuple]:
+    """name -> (step fn, params)"""
+    gen = torch.Generator().manual_seed(0)
+    b, t, v = args.batch, SIZES["T"], SIZES["vocab"]
+    batch = (mlm_batch if kind == "mlm_nsp" else causal_batch)(b, t, v, gen)
+    hf_name = "BertForPreTraining" if kind == "mlm_nsp" else "GPT2LMHeadModel"
+    out = {}
+    torch.manual_seed(0)
+    m = hf(kind, args.dropout)
+    out[f"hf {hf_name}"] = (train_step(m, hf_loss(kind), batch), n_params(m))
+    if args.compile_hf:
+        mc = hf(kind, args.dropout)
+        mc.forward = torch.compile(mc.forward, dynamic=False)
+        out[f"hf {hf_name} +compile"] = (train_step(mc, hf_loss(kind), batch), n_params(mc))
+    m = ours(kind, args.dropout)
+    out["ours"] = (train_step(m, ours_loss, batch), n_params(m))
+    if args.compile:
+        mc = ours(kind, args.dropout)
+        mc.compile(dynamic=False)
+        out["ours +compile"] = (train_step(mc, lambda mm, bb: mm(bb).loss, batch), n_params(mc))
+    for pkg in args.also_package:
+        m = ours(kind, args.dropout, pkg)
+        out[f"{pkg}"] = (train_step(m, ours_loss, batch), n_params(m))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kinds", nargs="+", default=["mlm_nsp", "causal"], choices=["mlm_nsp", "causal"])
+    p.add_argument("--batch", type=int, default=SIZES["batch"])
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=2, help="train steps per timed repeat")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of ours")
+    p.add_argument("--compile-hf", action="store_true", help="also time torch.compile'd HF models")
+    p.add_argument("--budget-s", type=float, default=240.0, help="stop repeating (after 2) per kind past this")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--also-package", nargs="*", default=[], help="(dev) another copy of the package to time")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(_common.machine_line())
+    print("sizes:", {**SIZES, "batch": args.batch}, "dropout", args.dropout)
+    result = {}
+    for kind in args.kinds:
+        t0 = time.perf_counter()
+        built = build(kind, args)
+        warm_t0 = time.perf_counter()
+        times = alternate(
+            {n: fn for n, (fn, _) in built.items()}, args.repeats, args.steps, args.warmup,
+            budget_s=args.budget_s,
+        )
+        tokens = args.batch * SIZES["T"]
+        med = {n: median(ts) for n, ts in times.items()}
+        base = next(n for n in med if n.startswith("hf ") and "compile" not in n)
+        rows = [
+            [n, f"{built[n][1] / 1e6:.2f}M", med[n] * 1e3, tokens / med[n], med[base] / med[n],
+             f"{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}", len(ts)]
+            for n, ts in times.items()
+        ]
+        print(f"\n[{kind}] train step, tokens/s (median of repeats; ratio = hf step time / this step time)")
+        print(fmt_table(["model", "params", "step_ms", "tokens/s", "x vs hf", "range_ms", "n"], rows))
+        print(f"({time.perf_counter() - t0:.0f} s incl. build {warm_t0 - t0:.0f} s)")
+        result[kind] = {n: {"step_ms": med[n] * 1e3, "tokens_per_s": tokens / med[n],
+                            "ratio_vs_hf": med[base] / med[n], "times_ms": [x * 1e3 for x in times[n]]}
+                        for n in med}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,484 @@
+"""Raw examples -> tokenizer -> tokenized splits, cached on disk (no Lightning import here).
+
+:func:`prepare` is what :class:`~transformer_ablations.data.datamodule.AblationDataModule`
+calls. The tokenized splits live in ``<cache_dir>/datasets/<task>-<kind>-<key>/`` (a
+``DatasetDict.save_to_disk`` folder plus ``meta.json`` and ``tokenizer.model``), keyed by a hash
+of (source identity, task, batch kind, seq_len, n_train, n_val, eval lengths, data seed,
+tokenizer). A ``filelock.FileLock`` lets one process build it while racing processes wait;
+the folder is written under a temporary name and renamed into place, so a reader never sees
+a half-written cache. The second run only loads the folder (about a second).
+
+Synthetic data is generated from the fixed data seed :data:`DATA_SEED` whatever ``cfg.seed``
+is, so seeds measure training variance on one task; ``cfg.seed`` drives shuffling and masking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from transformer_ablations.config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, ConfigError, RunConfig
+from transformer_ablations.data import corpora, synthetic
+from transformer_ablations.data.tokenizer import Tokenizer, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+DATA_SEED = 1234
+CACHE_VERSION = "data-v1"
+SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort")
+LENGTH_TASKS = ("corpus", "order", "retrieval", "reverse", "sort", "translate")
+RETRIEVAL_VALUES = 16
+MIN_SEQ_LEN = {"corpus": 8, "order": 6, "retrieval": 8, "reverse": 5, "sort": 5, "translate": 11,
+               "single": 4, "pair": 6}
+
+
+@dataclass
+class Prepared:
+    tokenizer: Tokenizer
+    splits: dict  # name -> datasets.Dataset; "train", then the val splits
+    val_names: list[str]
+    num_classes: int | None
+    kind: str  # mlm | mlm_nsp | causal | seq2seq | classification
+    max_lens: dict[str, int]  # split -> the collator's max_len (val_len2x: 2 * seq_len)
+    path: Path
+    from_cache: bool
+    meta: dict = field(default_factory=dict)
+
+
+# --- what to build ------------------------------------------------------------------------
+def task_kind(cfg: RunConfig) -> str:
+    task, obj = cfg.data.task, cfg.objective
+    if task == "corpus":
+        if obj not in ("mlm", "mlm_nsp", "causal"):
+            raise ConfigError(f"data.task=corpus is for pretraining: objective must be mlm_nsp, mlm or causal, got {obj}")
+        return obj
+    if task in SEQ2SEQ_TASKS:
+        return "seq2seq"
+    if task in CLASSIFICATION_TASKS:
+        return "classification"
+    raise ConfigError(f"data.task={task} is not one of corpus, {', '.join(CLASSIFICATION_TASKS + SEQ2SEQ_TASKS)}")
+
+
+def length_multiples(cfg: RunConfig, warn: bool = True) -> list[int]:
+    ms = []
+    for m in cfg.data.eval_length_multiples or []:
+        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+            raise ConfigError(f"data.eval_length_multiples={cfg.data.eval_length_multiples}: entries must be integers >= 2")
+        if m not in ms:
+            ms.append(m)
+    ms.sort()
+    src = corpora.parse_source(cfg.data.source)[0]
+    ok = cfg.data.task in LENGTH_TASKS and (src == "synthetic" or cfg.data.task == "corpus")
+    if ms and not ok:
+        if warn:
+            log.warning("data.eval_length_multiples=%s ignored: length generalisation sets exist for synthetic "
+                        "%s and for text corpora", ms, "/".join(LENGTH_TASKS))
+        return []
+    return ms
+
+
+def _pmax(length: int) -> int:  # retrieval pairs fitting in [CLS] k v ... ? k [SEP]
+    return (length - 4) // 2
+
+
+def _smax(length: int) -> int:  # seq2seq source length whose prefix-LM row (S [SEP] T, |T|=S) fits
+    return (length - 1) // 2
+
+
+def _retrieval_keys(cfg: RunConfig) -> int:
+    top = max([1] + length_multiples(cfg, warn=False))
+    return max(64, _pmax(cfg.data.seq_len * top))
+
+
+def _range(task: str, length: int, m: int) -> tuple[int, int]:
+    """(min, max) example size of a synthetic task for rows of ``length`` tokens; for an eval
+    multiple m >= 2 only sizes beyond what ``length / m * (m/2)`` holds (unseen in training)."""
+    if task == "order":
+        lo, hi, f = 4, length - 2, (lambda L: L - 2)
+    elif task == "retrieval":
+        lo, hi, f = 2, _pmax(length), _pmax
+    elif task == "translate":
+        lo, hi, f = synthetic.TRANSLATE_MIN_LEN, _smax(length), _smax
+    else:
+        lo, hi, f = 2, _smax(length), _smax
+    if m >= 2:
+        lo = max(lo, f(math.ceil(length / 2)) + 1)
+    return lo, hi
+
+
+# --- corpus examples ----------------------------------------------------------------------
+def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, nsp: bool,
+                  n_max: int | None) -> dict[str, list]:
+    """BERT-style segment pairs from tokenized documents (lists of sentences of ids).
+
+    Sentences of a document are gathered until ``budget`` tokens, then split at a random
+    sentence boundary into A and B (the true continuation). With ``nsp``, half of the pairs
+    get a B taken from another random document instead (``nsp_label=0``; the unused
+    sentences are put back, as in BERT). Without ``nsp`` B is always the continuation (empty when
+    the chunk is one sentence). With ``nsp`` a chunk of one long sentence is cut inside it.
+    """
+    docs = [[s for s in d if s] for d in docs]
+    docs = [d for d in docs if d]
+    out: dict[str, list] = {"a_ids": [], "b_ids": [], "nsp_label": []}
+    for d, doc in enumerate(docs):
+        i = 0
+        while i < len(doc):
+            chunk, clen = [], 0
+            while i < len(doc) and clen < budget:
+                chunk.append(doc[i])
+                clen += len(doc[i])
+                i += 1
+            n_sents = len(chunk)
+            if nsp and len(chunk) == 1:
+                if len(chunk[0]) < 2:
+                    continue
+                k = rng.randint(1, len(chunk[0]) - 1)  # one long sentence: A and B are its two parts
+                chunk = [chunk[0][:k], chunk[0][k:]]
+            cut = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            a = [t for s in chunk[:cut] for t in s]
+            random_b = nsp and len(docs) >= 2 and rng.random() < 0.5
+            if random_b:
+                j = rng.randrange(len(docs) - 1)
+                j += j >= d
+                other = docs[j]
+                k = rng.randrange(len(other))
+                b: list[int] = []
+                while k < len(other) and len(a) + len(b) < budget:
+                    b.extend(other[k])
+                    k += 1
+                i -= (n_sents - cut) if len(chunk) == n_sents else 0  # put unused sentences back
+                label = 0
+            else:
+                b = [t for s in chunk[cut:] for t in s]
+                label = 1
+            out["a_ids"].append(a)
+            out["b_ids"].append(b)
+            out["nsp_label"].append(label)
+            if n_max and len(out["a_ids"]) >= n_max:
+                return out
+    return out
+
+
+def causal_examples(docs: list[list[list[int]]], length: int, eos_id: int, n_max: int | None) -> dict[str, list]:
+    """Documents joined by EOS into one stream, cut into rows of exactly ``length`` tokens."""
+    rows: list[list[int]] = []
+    buf: list[int] = []
+    for doc in docs:
+        for s in doc:
+            buf.extend(s)
+        buf.append(eos_id)
+        while len(buf) >= length:
+            rows.append(buf[:length])
+            buf = buf[length:]
+            if n_max and len(rows) >= n_max:
+                return {"input_ids": rows}
+    return {"input_ids": rows}
+
+
+# --- the cache ----------------------------------------------------------------------------
+def code_version() -> str:
+    """Hash of the modules that decide the cached content: editing a generator invalidates the cache."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    here = Path(__file__).parent
+    for name in ("synthetic.py", "corpora.py", "prepare.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
+    """Build (or load from the cache) the tokenized splits of ``cfg.data`` for ``cfg.objective``."""
+    d = cfg.data
+    kind = task_kind(cfg)
+    src_kind, _, _ = corpora.parse_source(d.source)
+    if src_kind != "synthetic" and d.task in SYNTHETIC_ONLY:
+        raise ConfigError(f"data.task={d.task} is a synthetic task; it needs data.source=synthetic (got {d.source})")
+    if d.seq_len < MIN_SEQ_LEN[d.task]:
+        raise ConfigError(f"data.seq_len={d.seq_len} is too short for data.task={d.task}: need >= {MIN_SEQ_LEN[d.task]}")
+    if src_kind == "synthetic" and d.n_train <= 0:
+        raise ConfigError("data.n_train=0 means 'all of a real corpus'; data.source=synthetic needs a count >= 1")
+    if d.n_val <= 0:
+        raise ConfigError(f"data.n_val={d.n_val} must be a positive integer")
+    ms = length_multiples(cfg)
+    cache = Path(os.path.expanduser(d.cache_dir))
+    parts = {"v": code_version(), "task": d.task, "kind": kind, "seq_len": d.seq_len, "n_train": d.n_train,
+             "n_val": d.n_val, "multiples": ms, "data_seed": DATA_SEED}
+    if src_kind == "synthetic":
+        parts["source"] = "synthetic"
+        if tokenizer is None:
+            tokenizer = synthetic_tokenizer(cfg)
+        parts["tokenizer"] = tokenizer.hash
+    else:
+        parts["source"] = corpora.source_identity(d.source)
+        parts["tokenizer"] = tokenizer.hash if tokenizer is not None else f"unigram:{d.vocab_size}"
+    key = _key(parts)
+    root = cache / "datasets"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{d.task}-{kind}-{key[:16]}"
+    if (path / "meta.json").exists():
+        return _load(path, tokenizer, from_cache=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / "meta.json").exists():
+            return _load(path, tokenizer, from_cache=True)
+        log.info("building tokenized data for %s (%s) into %s", d.task, d.source, path)
+        splits, tok, meta = _build(cfg, kind, ms, tokenizer)
+        meta.update({"key": parts, "tokenizer_hash": tok.hash})
+        _save(path, splits, tok, meta)
+    return _load(path, tokenizer, from_cache=False)
+
+
+def _save(path: Path, splits: dict, tok: Tokenizer, meta: dict) -> None:
+    import datasets
+
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        datasets.DatasetDict(splits).save_to_disk(str(tmp))
+        atomic_write_bytes(tmp / "tokenizer.model", tok.to_bytes())
+        atomic_write_bytes(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+        if path.exists():  # a leftover without meta.json (crash before the rename cannot leave one; be safe)
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load(path: Path, tokenizer: Tokenizer | None, from_cache: bool) -> Prepared:
+    import datasets
+
+    meta = json.loads((path / "meta.json").read_text())
+    if tokenizer is None:
+        tokenizer = Tokenizer.from_file(path / "tokenizer.model")
+        tokenizer.from_cache = from_cache
+    elif tokenizer.hash != meta["tokenizer_hash"]:
+        raise ConfigError(f"data cache {path} was built with another tokenizer; delete it and rerun")
+    dd = datasets.DatasetDict.load_from_disk(str(path))
+    splits = {name: dd[name] for name in ["train"] + meta["val_names"]}
+    return Prepared(tokenizer=tokenizer, splits=splits, val_names=list(meta["val_names"]),
+                    num_classes=meta["num_classes"], kind=meta["kind"],
+                    max_lens={k: int(v) for k, v in meta["max_lens"].items()}, path=path,
+                    from_cache=from_cache, meta=meta)
+
+
+def synthetic_tokenizer(cfg: RunConfig) -> Tokenizer:
+    """The word-level tokenizer of a synthetic task: every symbol of the task is one piece.
+    ``corpus``, ``single`` and ``pair`` share one (so fine-tuning reuses the pretraining ids)."""
+    kw = {"n_keys": _retrieval_keys(cfg), "n_values": RETRIEVAL_VALUES} if cfg.data.task == "retrieval" else {}
+    words = synthetic.vocabulary(cfg.data.task, **kw)
+    return Tokenizer.train_or_load(words, len(words) + 7, cfg.data.cache_dir, model_type="word")
+
+
+# --- building -----------------------------------------------------------------------------
+def _map(ds, fn: Callable, remove: list[str], tag: str):
+    """``Dataset.map`` (batched, with indices) with an explicit fingerprint (no hashing of ``fn``)."""
+    fp = hashlib.sha256(f"{ds._fingerprint}:{tag}".encode()).hexdigest()[:16]
+    return ds.map(fn, batched=True, batch_size=1000, with_indices=True, remove_columns=remove,
+                  new_fingerprint=fp, desc=None)
+
+
+def _tokenize_rows(rows: list[dict], tok: Tokenizer, fields: dict[str, str], keep: list[str]):
+    """Rows of text -> Dataset with ``fields`` (text column -> ids column), ``keep`` columns and ``idx``."""
+    import datasets
+
+    ds = datasets.Dataset.from_list(rows)
+
+    def fn(batch, indices):
+        out = {dst: tok.encode_batch([t or "" for t in batch[src]]) for src, dst in fields.items()}
+        for k in keep:
+            out[k] = batch[k]
+        out["idx"] = list(indices)
+        return out
+
+    return _map(ds, fn, ds.column_names, f"rows:{tok.hash}:{sorted(fields.items())}")
+
+
+def _tokenize_docs(docs: list[list[str]], tok: Tokenizer) -> list[list[list[int]]]:
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"sentences": docs})
+
+    def fn(batch, indices):
+        return {"sent_ids": [tok.encode_batch(doc) for doc in batch["sentences"]]}
+
+    return list(_map(ds, fn, ["sentences"], f"docs:{tok.hash}")["sent_ids"])
+
+
+def _dataset(columns: dict[str, list]):
+    import datasets
+
+    n = len(next(iter(columns.values())))
+    return datasets.Dataset.from_dict({**columns, "idx": list(range(n))})
+
+
+def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None):
+    d = cfg.data
+    L = d.seq_len
+    lengths = {"train": L, "val": L, **{f"val_len{m}x": m * L for m in ms}}
+    mult = {"train": 1, "val": 1, **{f"val_len{m}x": m for m in ms}}
+    sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
+    seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
+    synthetic_src = corpora.parse_source(d.source)[0] == "synthetic"
+    num_classes = None
+    splits = {}
+
+    if d.task == "corpus":
+        if synthetic_src:
+            docs = {}
+            for name in lengths:
+                n, Ln = sizes[name], lengths[name]
+                if kind == "causal":
+                    docs[name] = _synthetic_stream_docs(n * Ln, seeds[name])
+                else:
+                    lo = max(2, (Ln - 3) // 10)
+                    docs[name] = synthetic.corpus(n, seed=seeds[name], min_sents=lo, max_sents=max(lo + 1, (Ln - 3) // 5))
+        else:
+            max_words = 3 * d.n_train * L if d.n_train > 0 else None
+            tc = corpora.load_text_corpus(d.source, max_words)
+            docs = {"train": tc.train_docs, **{name: tc.val_docs for name in lengths if name != "train"}}
+            if tokenizer is None:
+                tokenizer = Tokenizer.train_or_load((s for doc in tc.train_docs for s in doc), d.vocab_size,
+                                                    d.cache_dir, "unigram")
+        tok = tokenizer
+        tokenized: dict[int, list] = {}
+        for name in lengths:
+            key = id(docs[name])
+            if key not in tokenized:
+                tokenized[key] = _tokenize_docs(docs[name], tok)
+            tdocs = tokenized[key]
+            n_max = sizes[name] if sizes[name] > 0 else None
+            rng = random.Random(f"examples:{DATA_SEED}:{name}")
+            if kind == "causal":
+                cols = causal_examples(tdocs, lengths[name], tok.eos_id, n_max)
+            else:
+                cols = pair_examples(tdocs, lengths[name] - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max)
+            got = len(next(iter(cols.values())))
+            _check_count(cfg, name, got, sizes[name], lengths[name], strict=(name == "train"))
+            splits[name] = _dataset(cols)
+
+    elif d.task in SEQ2SEQ_TASKS:
+        if synthetic_src:
+            gen = {"reverse": synthetic.reverse, "sort": synthetic.sort, "translate": synthetic.translate}[d.task]
+            raw = {}
+            for name in lengths:
+                lo, hi = _range(d.task, lengths[name], mult[name])
+                raw[name] = gen(sizes[name], seed=seeds[name], min_len=lo, max_len=hi)
+        else:
+            pd = corpora.load_parallel(d.source)
+            raw = {"train": _shuffled(pd.train, "train"), "val": _shuffled(pd.val, "val")}
+            if tokenizer is None:
+                tokenizer = Tokenizer.train_or_load(
+                    (t for r in pd.train for t in (r["source"], r["target"])), d.vocab_size, d.cache_dir, "unigram")
+        tok = tokenizer
+        for name, rows in raw.items():
+            ds = _tokenize_rows(rows, tok, {"source": "src_ids", "target": "tgt_ids"}, [])
+            if not synthetic_src:  # drop pairs whose prefix-LM row (src [SEP] tgt) would not fit
+                limit = lengths[name]
+                ds = ds.filter(lambda s, t: 0 < len(s) and len(s) + len(t) + 1 <= limit,
+                               input_columns=["src_ids", "tgt_ids"],
+                               new_fingerprint=hashlib.sha256(f"{ds._fingerprint}:fit{limit}".encode()).hexdigest()[:16])
+                if sizes[name] > 0:
+                    ds = ds.select(range(min(len(ds), sizes[name])))
+                _check_count(cfg, name, len(ds), sizes[name], lengths[name], strict=False)
+            splits[name] = ds
+
+    else:  # classification
+        pair_task = d.task == "pair"
+        if synthetic_src:
+            raw = {}
+            for name in lengths:
+                n, Ln = sizes[name], lengths[name]
+                if d.task == "order":
+                    lo, hi = _range("order", Ln, mult[name])
+                    rows = synthetic.order(n, seed=seeds[name], min_len=lo, max_len=hi)
+                elif d.task == "retrieval":
+                    lo, hi = _range("retrieval", Ln, mult[name])
+                    rows = synthetic.retrieval(n, seed=seeds[name], min_pairs=lo, max_pairs=hi,
+                                               n_keys=_retrieval_keys(cfg), n_values=RETRIEVAL_VALUES)
+                elif d.task == "single":
+                    rows = synthetic.single(n, seed=seeds[name], split="train" if name == "train" else "val")
+                else:
+                    rows = synthetic.pair(n, seed=seeds[name])
+                raw[name] = [{"text_a": r.get("text", r.get("text_a")), "text_b": r.get("text_b"),
+                              "label": r["label"]} for r in rows]
+            num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2}[d.task]
+        else:
+            ld = corpora.load_labeled(d.source)
+            if ld.is_pair != pair_task:
+                what = "sentence pairs" if ld.is_pair else "single sentences"
+                want = "pair" if ld.is_pair else "single"
+                raise ConfigError(f"data.source={d.source} holds {what}; use data.task={want} (got data.task={d.task})")
+            raw = {"train": _cap(_shuffled(ld.train, "train"), d.n_train),
+                   "val": _cap(_shuffled(ld.val, "val"), d.n_val)}
+            num_classes = ld.num_classes
+            if tokenizer is None:
+                tokenizer = Tokenizer.train_or_load(
+                    (t for r in ld.train for t in (r["text_a"], r["text_b"]) if t), d.vocab_size, d.cache_dir, "unigram")
+        tok = tokenizer
+        fields = {"text_a": "a_ids", **({"text_b": "b_ids"} if pair_task else {})}
+        for name, rows in raw.items():
+            splits[name] = _tokenize_rows(rows, tok, fields, ["label"])
+
+    _warn_unk(splits["train"], tok, d.task)
+    val_names = [n for n in splits if n != "train"]
+    meta = {"val_names": val_names, "num_classes": num_classes, "kind": kind,
+            "max_lens": {n: lengths.get(n, L) for n in splits}, "counts": {n: len(s) for n, s in splits.items()}}
+    return splits, tok, meta
+
+
+def _synthetic_stream_docs(tokens: int, seed: int) -> list[list[str]]:
+    """Enough synthetic documents for ``tokens`` tokens (documents are prefixes of one stream)."""
+    n = max(4, tokens // 40)
+    while True:
+        docs = synthetic.corpus(n, seed=seed)
+        if sum(len(s.split()) for doc in docs for s in doc) + len(docs) >= tokens:
+            return docs
+        n *= 2
+
+
+def _shuffled(rows: list, name: str) -> list:
+    rows = list(rows)
+    random.Random(f"shuffle:{DATA_SEED}:{name}").shuffle(rows)
+    return rows
+
+
+def _cap(rows: list, n: int) -> list:
+    return rows[:n] if n and n > 0 else rows
+
+
+def _check_count(cfg: RunConfig, name: str, got: int, want: int, length: int, strict: bool) -> None:
+    src = cfg.data.source
+    if got == 0:
+        raise ConfigError(f"data.source={src}: corpus too short: no {name} examples of up to {length} tokens")
+    if want > 0 and got < want:
+        if strict:
+            raise ConfigError(
+                f"data.source={src}: corpus too short: makes {got} {name} examples of {length} tokens, "
+                f"data.n_train={want} requested; use a longer corpus, a smaller data.n_train, or data.n_train=0 (all)"
+            )
+        log.warning("data.source=%s: only %d %s examples (asked for %d)", src, got, name, want)
+
+
+def _warn_unk(ds, tok: Tokenizer, task: str) -> None:
+    cols = [c for c in ("a_ids", "b_ids", "input_ids", "src_ids", "tgt_ids") if c in ds.column_names]
+    total = unk = 0
+    for c in cols:
+        for row in ds.select(range(min(len(ds), 500)))[c]:
+            total += len(row)
+            unk += sum(1 for t in row if t == tok.unk_id)
+    if total and unk / total > 0.01:
+        log.warning("data.task=%s: %.1f%% of tokens are <unk> with this tokenizer (a tokenizer from another task?)",
+                    task, 100 * unk / total)

@@ -1,0 +1,348 @@
+"""The embedded tasks and corpus: deterministic, seeded, sized by arguments.
+
+Every generator takes ``seed`` and builds its own ``random.Random``: the same arguments give the
+same data, another seed gives other data. Text is whitespace-separated symbols, so a
+sentencepiece ``word`` model gives exactly one token per symbol.
+
+World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source side of
+``translate``): 8 topics x 6 nouns (+2 places each), 16 positive and 16 negative verbs,
+8 positive / 8 negative / 8 neutral adjectives, the negator ``never``. A sentence's polarity
+is its verb's polarity, flipped by ``never`` ("the dog never helps the cat" is negative).
+
+- ``corpus``: documents about one topic, 3 entities with fixed adjectives and one mood (every
+  sentence has the document's polarity). Consecutive sentences share topic and entities, so
+  NSP (true next vs a random other document) and MLM are learnable; subject and object roles
+  are decided by word order (SVO).
+- ``order`` (Q2): filler symbols plus the two markers ``A`` and ``B``; label 1 iff A comes
+  before B. Examples come in twins with the same bag and opposite labels, so any
+  permutation-invariant model scores exactly 50%.
+- ``retrieval`` (Q1/Q4): ``k3 v7 k12 v2 ... ? k12`` -> label = index of the queried value (v2 -> 2).
+- ``reverse`` / ``sort`` / ``translate`` (Q3): seq2seq with source length spread over [min, max].
+  ``translate`` maps the corpus words word-for-word into a disjoint pseudo-language and reorders
+  each clause SVO -> SOV with adjectives after their noun.
+- ``single`` (Q5/Q6): sentence polarity (verb polarity XOR ``never``); adjectives are random
+  distractors. The *train* split only uses 3/4 of the verbs, the val split uses all of them,
+  so the held-out verbs must be understood from pretraining on ``corpus`` (where they occur
+  with consistent mood).
+- ``pair`` (Q5/Q6): label 1 iff sentence B shares an entity (noun) with sentence A; both come
+  from the same topic, so only the cross-segment comparison decides.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+# --- the world ----------------------------------------------------------------------------
+TOPICS: dict[str, tuple[list[str], list[str]]] = {
+    "farm": (["cow", "horse", "pig", "goat", "farmer", "sheep"], ["barn", "field"]),
+    "city": (["driver", "cop", "baker", "clerk", "mayor", "tourist"], ["street", "market"]),
+    "sea": (["sailor", "shark", "whale", "captain", "crab", "dolphin"], ["boat", "harbor"]),
+    "forest": (["wolf", "bear", "fox", "deer", "owl", "hunter"], ["woods", "cave"]),
+    "school": (["teacher", "student", "pupil", "coach", "tutor", "janitor"], ["classroom", "library"]),
+    "kitchen": (["chef", "cook", "waiter", "butcher", "cat", "mouse"], ["kitchen", "pantry"]),
+    "space": (["astronaut", "robot", "alien", "pilot", "engineer", "scientist"], ["station", "rocket"]),
+    "music": (["singer", "drummer", "pianist", "fan", "guitarist", "violinist"], ["stage", "studio"]),
+}
+POS_VERBS = ["helps", "likes", "hugs", "feeds", "thanks", "praises", "trusts", "loves",
+             "protects", "greets", "admires", "rescues", "teaches", "comforts", "welcomes", "supports"]
+NEG_VERBS = ["hates", "bites", "chases", "scolds", "fears", "ignores", "blames", "attacks",
+             "robs", "mocks", "annoys", "insults", "pushes", "cheats", "threatens", "avoids"]
+POS_ADJ = ["happy", "kind", "brave", "calm", "gentle", "cheerful", "friendly", "clever"]
+NEG_ADJ = ["angry", "sad", "rude", "lazy", "grumpy", "nasty", "cruel", "sneaky"]
+NEUTRAL_ADJ = ["big", "small", "old", "young", "tall", "short", "red", "brown"]
+FUNCTION_WORDS = ["the", "a", "in", "and", "is", "very", "never", "are", "."]
+NEGATOR = "never"
+
+NOUNS = [n for ns, _ in TOPICS.values() for n in ns]
+PLACES = [p for _, ps in TOPICS.values() for p in ps]
+ADJECTIVES = POS_ADJ + NEG_ADJ + NEUTRAL_ADJ
+VERBS = POS_VERBS + NEG_VERBS
+
+
+def english_vocabulary() -> list[str]:
+    """Every symbol of the corpus world (corpus, single, pair, translate source)."""
+    return FUNCTION_WORDS + NOUNS + PLACES + VERBS + ADJECTIVES
+
+
+# --- corpus -------------------------------------------------------------------------------
+def _np(det: str, adj: str | None, noun: str) -> list[str]:
+    return [det, adj, noun] if adj else [det, noun]
+
+
+def _verb_for(rng: random.Random, polarity: int, verbs: Sequence[str] | None = None, neg_p: float = 0.25):
+    """(words for the verb slot) giving a clause of the requested polarity (1 = positive)."""
+    negate = rng.random() < neg_p
+    want = polarity ^ int(negate)  # the verb's own polarity
+    pool = [v for v in (verbs or VERBS) if (v in POS_VERBS) == bool(want)]
+    v = rng.choice(pool)
+    return ([NEGATOR, v] if negate else [v]), v
+
+
+def _document(rng: random.Random, n_sents: int) -> list[str]:
+    topic = rng.choice(list(TOPICS))
+    nouns, places = TOPICS[topic]
+    mood = rng.randrange(2)
+    mood_adj = POS_ADJ if mood else NEG_ADJ
+    ents = rng.sample(nouns, 3)
+    adj = {e: rng.choice(mood_adj + NEUTRAL_ADJ) for e in ents}
+    sents: list[str] = []
+    for _ in range(n_sents):
+        s, o = rng.sample(ents, 2)
+        kind = rng.random()
+        if kind < 0.5:  # the ADJ S VERB the ADJ O .
+            vw, _ = _verb_for(rng, mood)
+            words = _np("the", adj[s], s) + vw + _np("the", adj[o], o) + ["."]
+        elif kind < 0.75:  # the S VERB the O in the PLACE .
+            vw, _ = _verb_for(rng, mood)
+            words = ["the", s] + vw + ["the", o, "in", "the", rng.choice(places), "."]
+        elif kind < 0.9:  # the S is very ADJ .
+            words = ["the", s, "is"] + (["very"] if rng.random() < 0.5 else []) + [adj[s], "."]
+        else:  # the S and the O are in the PLACE .
+            words = ["the", s, "and", "the", o, "are", "in", "the", rng.choice(places), "."]
+        sents.append(" ".join(words))
+    return sents
+
+
+def corpus(n_docs: int, seed: int = 1234, min_sents: int = 4, max_sents: int = 10) -> list[list[str]]:
+    """``n_docs`` documents, each a list of ``min_sents..max_sents`` sentences (strings)."""
+    rng = random.Random(f"corpus:{seed}")
+    return [_document(rng, rng.randint(min_sents, max_sents)) for _ in range(n_docs)]
+
+
+# --- order (Q2) ---------------------------------------------------------------------------
+ORDER_MARKERS = ("A", "B")
+
+
+def order_vocabulary(n_fillers: int = 16) -> list[str]:
+    return list(ORDER_MARKERS) + [f"w{i}" for i in range(n_fillers)]
+
+
+def order(n: int, seed: int = 1234, min_len: int = 4, max_len: int = 32, n_fillers: int = 16) -> list[dict]:
+    """``n`` examples (rounded up to even) ``{"text", "label"}``; label 1 iff A precedes B.
+
+    Generated as twins: the same bag of symbols in two orders that differ only by swapping A
+    and B, with labels 1 and 0. Twins are adjacent (0-1, 2-3, ...).
+    """
+    if min_len < 2 or max_len < min_len:
+        raise ValueError(f"order: need 2 <= min_len <= max_len, got {min_len}, {max_len}")
+    rng = random.Random(f"order:{seed}")
+    fillers = [f"w{i}" for i in range(n_fillers)]
+    out: list[dict] = []
+    while len(out) < n:
+        length = rng.randint(min_len, max_len)
+        seq = [rng.choice(fillers) for _ in range(length)]
+        i, j = sorted(rng.sample(range(length), 2))
+        first = rng.randrange(2)  # which twin comes first in the list (so labels don't alternate 1,0,...)
+        twins = []
+        for label in (1, 0):
+            s = list(seq)
+            s[i], s[j] = ("A", "B") if label else ("B", "A")
+            twins.append({"text": " ".join(s), "label": label})
+        out.extend(twins if first else twins[::-1])
+    return out
+
+
+# --- retrieval (Q1/Q4) --------------------------------------------------------------------
+def retrieval_vocabulary(n_keys: int = 64, n_values: int = 16) -> list[str]:
+    return ["?"] + [f"k{i}" for i in range(n_keys)] + [f"v{i}" for i in range(n_values)]
+
+
+def retrieval(n: int, seed: int = 1234, min_pairs: int = 2, max_pairs: int = 16,
+              n_keys: int = 64, n_values: int = 16) -> list[dict]:
+    """``{"text": "k3 v7 k12 v2 ... ? k12", "label": 2}``: label is the index of the queried value."""
+    if max_pairs > n_keys:
+        raise ValueError(f"retrieval: max_pairs={max_pairs} needs n_keys >= max_pairs (got {n_keys})")
+    if min_pairs < 1 or max_pairs < min_pairs:
+        raise ValueError(f"retrieval: need 1 <= min_pairs <= max_pairs, got {min_pairs}, {max_pairs}")
+    rng = random.Random(f"retrieval:{seed}")
+    out = []
+    for _ in range(n):
+        p = rng.randint(min_pairs, max_pairs)
+        keys = rng.sample(range(n_keys), p)
+        vals = [rng.randrange(n_values) for _ in range(p)]
+        q = rng.randrange(p)
+        words = [w for k, v in zip(keys, vals) for w in (f"k{k}", f"v{v}")] + ["?", f"k{keys[q]}"]
+        out.append({"text": " ".join(words), "label": vals[q]})
+    return out
+
+
+def retrieval_tokens(pairs: int) -> int:
+    """Symbols in an example with this many pairs."""
+    return 2 * pairs + 2
+
+
+# --- seq2seq (Q3) -------------------------------------------------------------------------
+LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+
+
+def _letters_examples(kind: str, n: int, seed: int, min_len: int, max_len: int) -> list[dict]:
+    if min_len < 1 or max_len < min_len:
+        raise ValueError(f"{kind}: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
+    rng = random.Random(f"{kind}:{seed}")
+    out = []
+    for _ in range(n):
+        length = rng.randint(min_len, max_len)
+        src = [rng.choice(LETTERS) for _ in range(length)]
+        tgt = src[::-1] if kind == "reverse" else sorted(src)
+        out.append({"source": " ".join(src), "target": " ".join(tgt)})
+    return out
+
+
+def reverse(n: int, seed: int = 1234, min_len: int = 2, max_len: int = 31) -> list[dict]:
+    """``{"source": "c a t", "target": "t a c"}`` with source length uniform in [min_len, max_len]."""
+    return _letters_examples("reverse", n, seed, min_len, max_len)
+
+
+def sort(n: int, seed: int = 1234, min_len: int = 2, max_len: int = 31) -> list[dict]:
+    """``{"source": "c a t", "target": "a c t"}`` (letters sorted, repeats kept)."""
+    return _letters_examples("sort", n, seed, min_len, max_len)
+
+
+def _pseudowords(n: int) -> list[str]:
+    """``n`` distinct pseudo-words that are not English corpus words (fixed, seed-independent)."""
+    rng = random.Random("pseudowords:v1")
+    cons, vows = "bdfgklmnprstvz", "aeiou"
+    taken = set(english_vocabulary()) | set(LETTERS)
+    out: list[str] = []
+    while len(out) < n:
+        w = "".join(rng.choice(cons) + rng.choice(vows) for _ in range(rng.randint(2, 3)))
+        if w not in taken:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+_TRANSLATE_SRC = ["the", "a", "and"] + NOUNS + VERBS + ADJECTIVES
+TRANSLATE_DICT: dict[str, str] = dict(zip(_TRANSLATE_SRC, _pseudowords(len(_TRANSLATE_SRC))))
+TRANSLATE_MIN_LEN = 5  # one clause: det noun verb det noun
+
+
+def translate_vocabulary() -> list[str]:
+    return list(TRANSLATE_DICT) + list(TRANSLATE_DICT.values())
+
+
+def _split_adjectives(rng: random.Random, extra: int, slots: int, cap: int = 3) -> list[int]:
+    counts = [0] * slots
+    for _ in range(extra):
+        free = [i for i in range(slots) if counts[i] < cap]
+        counts[rng.choice(free)] += 1
+    return counts
+
+
+def translate(n: int, seed: int = 1234, min_len: int = TRANSLATE_MIN_LEN, max_len: int = 31) -> list[dict]:
+    """Source: clauses ``det adj* noun verb det adj* noun`` joined by ``and`` (English corpus words),
+    exactly ``L`` words with L uniform in [min_len, max_len]. Target: word-for-word dictionary into a
+    disjoint pseudo-language, each clause reordered S O V with adjectives after their noun."""
+    if min_len < TRANSLATE_MIN_LEN or max_len < min_len:
+        raise ValueError(f"translate: need {TRANSLATE_MIN_LEN} <= min_len <= max_len, got {min_len}, {max_len}")
+    rng = random.Random(f"translate:{seed}")
+    out = []
+    for _ in range(n):
+        length = rng.randint(min_len, max_len)
+        # c clauses span [6c-1, 12c-1] words (2..5 words per noun phrase, 1 verb, c-1 "and")
+        lo, hi = -(-(length + 1) // 12), (length + 1) // 6
+        c = rng.randint(lo, hi)
+        adj_counts = _split_adjectives(rng, length - (6 * c - 1), 2 * c)
+        src_clauses, tgt_clauses = [], []
+        for k in range(c):
+            nps = []
+            for a in adj_counts[2 * k: 2 * k + 2]:
+                det, noun = rng.choice(["the", "a"]), rng.choice(NOUNS)
+                adjs = [rng.choice(ADJECTIVES) for _ in range(a)]
+                nps.append((det, adjs, noun))
+            verb = rng.choice(VERBS)
+            (d1, a1, n1), (d2, a2, n2) = nps
+            src_clauses.append([d1, *a1, n1, verb, d2, *a2, n2])
+            tgt_clauses.append([d1, n1, *a1, d2, n2, *a2, verb])
+        src = " and ".join(" ".join(w) for w in src_clauses)
+        tgt = " and ".join(" ".join(TRANSLATE_DICT[x] for x in w) for w in tgt_clauses)
+        tgt = tgt.replace(" and ", f" {TRANSLATE_DICT['and']} ")
+        assert len(src.split()) == length == len(tgt.split())
+        out.append({"source": src, "target": tgt})
+    return out
+
+
+# --- single / pair (Q5/Q6) ----------------------------------------------------------------
+def _split_verbs(holdout: float) -> tuple[list[str], list[str]]:
+    """Verbs usable in the fine-tuning *train* split (fixed per polarity, seed-independent)."""
+    keep = []
+    for verbs in (POS_VERBS, NEG_VERBS):
+        k = len(verbs) - int(round(len(verbs) * holdout))
+        keep += verbs[:k]
+    return keep, [v for v in VERBS if v not in keep]
+
+
+def single(n: int, seed: int = 1234, split: str = "train", holdout: float = 0.25) -> list[dict]:
+    """``{"text", "label"}``, label = sentence polarity (verb polarity XOR ``never``); balanced.
+
+    ``split="train"`` draws verbs from the first 3/4 of each polarity list only (``holdout``);
+    any other split draws from all verbs.
+    """
+    rng = random.Random(f"single:{split}:{seed}")
+    train_verbs, _ = _split_verbs(holdout)
+    verbs = train_verbs if split == "train" else VERBS
+    out = []
+    for i in range(n):
+        label = i % 2 if n > 1 else rng.randrange(2)
+        nouns, places = TOPICS[rng.choice(list(TOPICS))]
+        s, o = rng.sample(nouns, 2)
+        vw, _ = _verb_for(rng, label, verbs, neg_p=0.3)
+        a1 = rng.choice(ADJECTIVES) if rng.random() < 0.7 else None
+        a2 = rng.choice(ADJECTIVES) if rng.random() < 0.7 else None
+        words = _np("the", a1, s) + vw + _np("the", a2, o)
+        if rng.random() < 0.3:
+            words += ["in", "the", rng.choice(places)]
+        out.append({"text": " ".join(words + ["."]), "label": label})
+    rng.shuffle(out)
+    return out
+
+
+def _sentence(rng: random.Random, s: str, o: str, places: list[str]) -> str:
+    pol = rng.randrange(2)
+    vw, _ = _verb_for(rng, pol)
+    a1 = rng.choice(ADJECTIVES) if rng.random() < 0.5 else None
+    a2 = rng.choice(ADJECTIVES) if rng.random() < 0.5 else None
+    words = _np("the", a1, s) + vw + _np("the", a2, o)
+    if rng.random() < 0.3:
+        words += ["in", "the", rng.choice(places)]
+    return " ".join(words + ["."])
+
+
+def pair(n: int, seed: int = 1234) -> list[dict]:
+    """``{"text_a", "text_b", "label"}``: label 1 iff B mentions A's subject or object; balanced.
+
+    A and B are from the same topic; negatives use two other nouns of that topic, so the label
+    is only decided by comparing the nouns across the two segments.
+    """
+    rng = random.Random(f"pair:{seed}")
+    out = []
+    for i in range(n):
+        label = i % 2 if n > 1 else rng.randrange(2)
+        nouns, places = TOPICS[rng.choice(list(TOPICS))]
+        x, y, *rest = rng.sample(nouns, len(nouns))
+        a = _sentence(rng, x, y, places)
+        if label:
+            shared = rng.choice([x, y])
+            other = rng.choice([z for z in nouns if z != shared])
+            s, o = (shared, other) if rng.random() < 0.5 else (other, shared)
+        else:
+            s, o = rng.sample(rest, 2)
+        out.append({"text_a": a, "text_b": _sentence(rng, s, o, places), "label": label})
+    rng.shuffle(out)
+    return out
+
+
+def vocabulary(task: str, **kw) -> list[str]:
+    """All symbols a task can emit (the synthetic tokenizer is trained on this list)."""
+    if task in ("corpus", "single", "pair"):
+        return english_vocabulary()
+    if task == "order":
+        return order_vocabulary(kw.get("n_fillers", 16))
+    if task == "retrieval":
+        return retrieval_vocabulary(kw.get("n_keys", 64), kw.get("n_values", 16))
+    if task in ("reverse", "sort"):
+        return list(LETTERS)
+    if task == "translate":
+        return translate_vocabulary()
+    raise ValueError(f"unknown synthetic task {task!r}")

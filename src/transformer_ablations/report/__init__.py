@@ -1,0 +1,162 @@
+"""Run records + ``experiments/claims.yaml`` -> effects with 95% CIs, verdicts, figures, report.
+
+- :mod:`.collect`  read ``runs/<suite>/<sweep>/*/summary.json``, the attention-cost JSON, wandb sweeps
+- :mod:`.stats`    Student t, t-intervals, paired/Welch contrasts, verdict rules
+- :mod:`.claims`   load and validate the claims file
+- :mod:`.evaluate` claims × runs -> :class:`ClaimResult`
+- :mod:`.figures`  one figure per question (PNG)
+- :mod:`.render`   report.md, self-contained report.html, Rich console table
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, all_keys
+from .claims import Claim, load_claims
+from .collect import (
+    GRID_IGNORED_KEYS,
+    RunCollection,
+    RunRecord,
+    collect_runs,
+    collect_wandb,
+    expected_points,
+    group_runs,
+    sweep_file,
+    sweep_grid,
+    sweep_rules,
+)
+from .evaluate import ClaimResult, evaluate_claims
+from .figures import QUESTION_SWEEPS, make_figures
+from .render import build_document, print_verdicts, to_html, to_markdown
+from .stats import Estimate, contrast_ci, difference_ci, mean_ci, t_quantile, verdict
+
+__all__ = [
+    "Claim",
+    "ClaimResult",
+    "Estimate",
+    "RunCollection",
+    "RunRecord",
+    "build_report",
+    "collect_runs",
+    "collect_wandb",
+    "contrast_ci",
+    "difference_ci",
+    "evaluate_claims",
+    "group_runs",
+    "load_claims",
+    "log_report_to_wandb",
+    "mean_ci",
+    "t_quantile",
+    "verdict",
+]
+
+REPORT_MD, REPORT_HTML, VERDICTS_JSON, FIGURES_DIR = "report.md", "report.html", "verdicts.json", "figures"
+
+
+def build_report(
+    runs_dir: str | Path,
+    suite: str,
+    out_dir: str | Path,
+    claims_path: str | Path,
+    sweeps_dir: str | Path,
+    *,
+    console: bool | Any = True,
+) -> Path:
+    """Write ``<out_dir>/<suite>/report.md``, ``report.html``, ``verdicts.json`` and ``figures/*.png``.
+
+    ``runs_dir`` holds ``<suite>/<sweep>/<run_id>/summary.json`` (and ``<suite>/q4_attention_cost.json``);
+    ``out_dir`` is the reports root (e.g. ``reports``). Returns the path of ``report.md``.
+    ``console``: True prints a Rich table of verdicts, False prints nothing, or pass a
+    ``rich.console.Console``. Raises :class:`ConfigError` (one line) for an invalid claims file,
+    no run records, or run records of other sweeps only.
+    """
+    sweeps_dir = Path(sweeps_dir)
+    claims = load_claims(claims_path, sweeps_dir)
+    coll = collect_runs(runs_dir, suite)
+    root = Path(runs_dir) / suite
+    if not coll.runs:
+        extra = f" ({len(coll.corrupt)} unreadable summary.json, e.g. {coll.corrupt[0][0]}: {coll.corrupt[0][1]})" \
+            if coll.corrupt else ""
+        raise ConfigError(f"no run records under {root}: run `make sweep Q=<q1..q6>` or `make quick` first{extra}")
+    needed = sorted({c.sweep for c in claims if c.sweep})
+    if not set(coll.sweeps) & set(needed):
+        raise ConfigError(
+            f"run records under {root} are only for sweep(s) {', '.join(coll.sweeps)}; the claims use "
+            f"{', '.join(needed)}: run `make sweep Q=<q>` for those (or pick another --suite)"
+        )
+    grids: dict[str, dict] = {}
+    expected: dict[str, list[dict]] = {}
+    keys = all_keys() - GRID_IGNORED_KEYS
+    for s in sorted(set(needed) | set(coll.sweeps) | {x for q in QUESTION_SWEEPS.values() for x in q}):
+        f = sweep_file(sweeps_dir, s)
+        if f.is_file():
+            try:  # only config keys make grid points (not e.g. the scale, which the suite sets)
+                grids[s] = {k: v for k, v in sweep_grid(f).items() if k in keys}
+            except ConfigError:
+                continue  # reported as "expected grid unknown"
+            base, rules = sweep_rules(f)
+            expected[s] = expected_points(grids[s], rules, base)
+    report_dir = Path(out_dir) / suite
+    report_dir.mkdir(parents=True, exist_ok=True)
+    figures = make_figures(coll, grids, report_dir / FIGURES_DIR)
+    results = evaluate_claims(claims, coll)
+    blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir)
+    title = f"Transformer ablations — {suite}"
+    (report_dir / REPORT_MD).write_text(to_markdown(blocks, report_dir))
+    (report_dir / REPORT_HTML).write_text(to_html(blocks, title))
+    (report_dir / VERDICTS_JSON).write_text(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+    if console:
+        print_verdicts(results, None if console is True else console, title=f"Verdicts ({suite})")
+    return report_dir / REPORT_MD
+
+
+def log_report_to_wandb(
+    report_path: str | Path,
+    project: str = "transformer-ablations",
+    entity: str | None = None,
+    suite: str | None = None,
+) -> str | None:
+    """Upload a built report (verdict table, figures, the HTML) as a wandb run of job type "report".
+
+    Only when wandb is online and logged in; otherwise prints one line and returns None.
+    Returns the run URL.
+    """
+    report_dir = Path(report_path).parent
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        print(f"wandb: not logging the report (WANDB_MODE={mode})")
+        return None
+    try:
+        import wandb
+
+        if not wandb.Api(timeout=15).api_key:
+            raise RuntimeError("not logged in (wandb login)")
+    except Exception as e:  # noqa: BLE001 - any wandb/network problem: one line, no upload
+        print(f"wandb: not logging the report ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
+        return None
+    verdicts = json.loads((report_dir / VERDICTS_JSON).read_text())
+    suite = suite or report_dir.name
+    run = wandb.init(project=project, entity=entity, job_type="report", name=f"report-{suite}",
+                     config={"suite": suite}, reinit="finish_previous")
+    try:
+        cols = ["id", "question", "claim", "effect_text", "n", "verdict", "literature"]
+        table = wandb.Table(columns=cols)
+        for v in verdicts:
+            table.add_data(v["id"], v["question"], v["claim"], v["effect_text"], v["n"], v["verdict"],
+                           f"{v['literature']['direction']} — {v['literature']['anchor']}")
+        logged: dict[str, Any] = {"verdicts": table}
+        for png in sorted((report_dir / FIGURES_DIR).glob("*.png")):
+            logged[f"figures/{png.stem}"] = wandb.Image(str(png))
+        html_path = report_dir / REPORT_HTML
+        if html_path.is_file():
+            logged["report"] = wandb.Html(html_path.read_text(), inject=False)
+        run.log(logged)
+        for key in ("supported", "contradicted", "not resolved"):
+            run.summary[f"claims/{key.replace(' ', '_')}"] = sum(v["verdict"] == key for v in verdicts)
+        return run.url
+    finally:
+        run.finish()

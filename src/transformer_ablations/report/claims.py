@@ -1,0 +1,267 @@
+"""The testable claims (``experiments/claims.yaml``): load and validate.
+
+One entry per claim::
+
+    - id: q1_unscaled_worse_dk256
+      question: q1
+      claim: plain words
+      sweep: q1_scaling              # sweeps/q1_scaling.yaml, runs/<suite>/q1_scaling/
+      metric: val/acc
+      higher_is_better: true         # the claim is that a is higher (true) / lower (false) than b
+      compare: {a: {model.attention.scaling: sqrt_dk}, b: {model.attention.scaling: none}}
+      condition: {model.head_dim: 256}
+      expect: a_better
+      literature: {direction: ..., anchor: ...}
+      imprecision: optional text
+
+``expect``:
+
+- ``a_better``: effect = a - b (oriented by ``higher_is_better``) is > 0;
+- ``a_not_worse``: effect > -``margin``;
+- ``equivalent``: |effect| <= ``margin``;
+- ``a_at_chance``: a's mean is within ``margin`` of ``chance`` and its CI includes chance (no ``b``);
+- ``a_above_chance``: a's mean - ``chance`` > 0 (no ``b``);
+- ``gap_grows``: the effect grows ``along`` a config key (``{key, from, to}``: effect at ``to``
+  minus effect at ``from``), along metric buckets (``{metric_pattern: "val/exact_match_src{L}"}``:
+  effect at the largest L minus effect at the smallest), or, for the attention-cost source,
+  along ``{key: T}`` (slope of the effect against log2 T).
+
+``source: attention_cost`` claims read ``runs/<suite>/q4_attention_cost.json`` rows instead of
+run records (keys ``kind``, ``T``, ``d_k``; metrics ``time_ms``, ``peak_mem_mb``); their units of
+replication are the rows (T, d_k, repeat), paired between a and b. ``scale: log`` compares
+log values, so the effect reads as a ratio b/a.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, all_keys, toggle_values
+from .collect import fmt_value, same_value, sweep_file, sweep_grid
+
+QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "q6")
+EXPECTS = ("a_better", "a_not_worse", "equivalent", "a_at_chance", "a_above_chance", "gap_grows")
+ONE_SIDED = ("a_at_chance", "a_above_chance")  # only ``a``
+NEEDS_MARGIN = ("a_not_worse", "equivalent", "a_at_chance")
+NEEDS_CHANCE = ("a_at_chance", "a_above_chance")
+SOURCES = ("runs", "attention_cost")
+SCALES = ("linear", "log")
+
+ATTENTION_COST_KEYS: dict[str, tuple | None] = {"kind": ("dot_sdpa", "dot_reference", "additive"), "T": None, "d_k": None}
+ATTENTION_COST_METRICS = ("time_ms", "peak_mem_mb")
+RUN_METRIC_RE = re.compile(r"^(train|attn|val|val_len\d+x)/[A-Za-z0-9_./<>{}-]+$")
+
+_FIELDS = {
+    "id", "question", "claim", "source", "sweep", "metric", "higher_is_better", "compare", "condition",
+    "expect", "margin", "chance", "along", "scale", "literature", "imprecision", "note",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    question: str
+    claim: str
+    metric: str
+    higher_is_better: bool
+    a: dict[str, Any]
+    b: dict[str, Any]
+    expect: str
+    literature_direction: str
+    literature_anchor: str
+    sweep: str | None = None
+    source: str = "runs"
+    condition: dict[str, Any] = field(default_factory=dict)
+    margin: float | None = None
+    chance: float | None = None
+    along: dict[str, Any] | None = None
+    scale: str = "linear"
+    imprecision: str | None = None
+    note: str | None = None
+
+    @property
+    def orient(self) -> float:
+        return 1.0 if self.higher_is_better else -1.0
+
+    @property
+    def label_a(self) -> str:
+        return _label(self.a)
+
+    @property
+    def label_b(self) -> str:
+        return _label(self.b)
+
+
+def _label(d: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in d.items()) or "(all)"
+
+
+def _fail(path: Path, cid: str, msg: str) -> None:
+    raise ConfigError(f"{path}: claim '{cid}': {msg}")
+
+
+def _check_settings(path, cid, what: str, d: Any, claim: dict, grid: dict | None) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        _fail(path, cid, f"{what} must be a mapping of dotted key -> value, got {type(d).__name__}")
+    source = claim.get("source", "runs")
+    if source == "attention_cost":
+        for k, v in d.items():
+            if k not in ATTENTION_COST_KEYS:
+                _fail(path, cid, f"{what}: unknown attention-cost key '{k}' (valid: {', '.join(ATTENTION_COST_KEYS)})")
+            allowed = ATTENTION_COST_KEYS[k]
+            if allowed is not None and v not in allowed:
+                _fail(path, cid, f"{what}: {k}={fmt_value(v)} is not valid (valid: {', '.join(allowed)})")
+        return dict(d)
+    keys, vocab = all_keys(), toggle_values()
+    for k, v in d.items():
+        if k not in keys:
+            _fail(path, cid, f"{what}: unknown key '{k}' (not a RunConfig field; see config.all_keys())")
+        if k in vocab and not any(same_value(v, ok) for ok in vocab[k]):
+            valid = ", ".join(fmt_value(x) for x in vocab[k])
+            _fail(path, cid, f"{what}: {k}={fmt_value(v)} is not a valid value (valid: {valid})")
+        if grid is not None and k in grid and not any(same_value(v, g) for g in grid[k]):
+            valid = ", ".join(fmt_value(x) for x in grid[k])
+            _fail(path, cid, f"{what}: {k}={fmt_value(v)} is not in sweep {claim.get('sweep')}'s grid ({valid})")
+    return dict(d)
+
+
+def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict) -> Claim:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: entry {index} is not a mapping")
+    cid = raw.get("id")
+    if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9_]+", cid):
+        raise ConfigError(f"{path}: entry {index} needs an 'id' of letters, digits and _ (got {cid!r})")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        _fail(path, cid, f"unknown field(s) {', '.join(unknown)} (valid: {', '.join(sorted(_FIELDS))})")
+    for req in ("question", "claim", "metric", "higher_is_better", "compare", "expect", "literature"):
+        if req not in raw:
+            _fail(path, cid, f"missing field '{req}'")
+    if raw["question"] not in QUESTIONS:
+        _fail(path, cid, f"question={raw['question']!r} must be one of {', '.join(QUESTIONS)}")
+    expect = raw["expect"]
+    if expect not in EXPECTS:
+        _fail(path, cid, f"expect={expect!r} must be one of {', '.join(EXPECTS)}")
+    if not isinstance(raw["higher_is_better"], bool):
+        _fail(path, cid, "higher_is_better must be true or false")
+    source = raw.get("source", "runs")
+    if source not in SOURCES:
+        _fail(path, cid, f"source={source!r} must be one of {', '.join(SOURCES)}")
+    scale = raw.get("scale", "linear")
+    if scale not in SCALES:
+        _fail(path, cid, f"scale={scale!r} must be one of {', '.join(SCALES)}")
+    metric = raw["metric"]
+    grid = None
+    if source == "runs":
+        sweep = raw.get("sweep")
+        if not isinstance(sweep, str) or not sweep:
+            _fail(path, cid, "missing field 'sweep' (the name of sweeps/<sweep>.yaml)")
+        if sweep not in grids:
+            sf = sweep_file(sweeps_dir, sweep)
+            if not sf.is_file():
+                _fail(path, cid, f"sweep '{sweep}' does not exist (no {sf})")
+            grids[sweep] = sweep_grid(sf)
+        grid = grids[sweep]
+        if not isinstance(metric, str) or not RUN_METRIC_RE.match(metric):
+            _fail(path, cid, f"metric={metric!r} is not a metric key (train/…, attn/…, val/…, val_len<k>x/…)")
+    else:
+        if metric not in ATTENTION_COST_METRICS:
+            _fail(path, cid, f"metric={metric!r} must be one of {', '.join(ATTENTION_COST_METRICS)} for source attention_cost")
+    compare = raw["compare"]
+    if not isinstance(compare, dict) or "a" not in compare:
+        _fail(path, cid, "compare must be a mapping with 'a' (and 'b') settings")
+    if set(compare) - {"a", "b"}:
+        _fail(path, cid, f"compare has unknown entries {sorted(set(compare) - {'a', 'b'})} (only a, b)")
+    a = _check_settings(path, cid, "compare.a", compare.get("a"), raw, grid)
+    b = _check_settings(path, cid, "compare.b", compare.get("b"), raw, grid)
+    if expect in ONE_SIDED:
+        if b:
+            _fail(path, cid, f"expect={expect} compares a with chance: remove compare.b")
+    elif not b:
+        _fail(path, cid, f"expect={expect} needs compare.b")
+    elif a == b:
+        _fail(path, cid, "compare.a and compare.b are the same setting")
+    condition = _check_settings(path, cid, "condition", raw.get("condition"), raw, grid)
+    clash = sorted(set(condition) & (set(a) | set(b)))
+    if clash:
+        _fail(path, cid, f"condition and compare both set {', '.join(clash)}")
+    margin, chance = raw.get("margin"), raw.get("chance")
+    if expect in NEEDS_MARGIN and (not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin < 0):
+        _fail(path, cid, f"expect={expect} needs 'margin' (a number >= 0, in the metric's units)")
+    if expect in NEEDS_CHANCE and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
+        _fail(path, cid, f"expect={expect} needs 'chance' (a number, e.g. 0.5)")
+    along = raw.get("along")
+    if expect == "gap_grows":
+        along = _check_along(path, cid, along, raw, grid, set(a) | set(b) | set(condition))
+    elif along is not None:
+        _fail(path, cid, "'along' is only for expect=gap_grows")
+    lit = raw["literature"]
+    if not isinstance(lit, dict) or not lit.get("direction") or not lit.get("anchor"):
+        _fail(path, cid, "literature needs 'direction' and 'anchor'")
+    return Claim(
+        id=cid, question=raw["question"], claim=str(raw["claim"]).strip(), metric=metric,
+        higher_is_better=raw["higher_is_better"], a=a, b=b, expect=expect,
+        literature_direction=str(lit["direction"]).strip(), literature_anchor=str(lit["anchor"]).strip(),
+        sweep=raw.get("sweep"), source=source, condition=condition,
+        margin=float(margin) if margin is not None else None, chance=float(chance) if chance is not None else None,
+        along=along, scale=scale, imprecision=(str(raw["imprecision"]).strip() if raw.get("imprecision") else None),
+        note=(str(raw["note"]).strip() if raw.get("note") else None),
+    )
+
+
+def _check_along(path, cid, along, raw, grid, used: set) -> dict:
+    if not isinstance(along, dict):
+        _fail(path, cid, "expect=gap_grows needs 'along': {key, from, to} or {metric_pattern: '...{L}'}")
+    if raw.get("source", "runs") == "attention_cost":
+        if along.get("key") != "T" or set(along) != {"key"}:
+            _fail(path, cid, "attention-cost gap_grows claims take along: {key: T} (slope against log2 T)")
+        return dict(along)
+    if "metric_pattern" in along:
+        pat = along["metric_pattern"]
+        if set(along) != {"metric_pattern"} or not isinstance(pat, str) or pat.count("{L}") != 1:
+            _fail(path, cid, "along.metric_pattern must be a metric key with one '{L}', e.g. val/exact_match_src{L}")
+        return dict(along)
+    if set(along) != {"key", "from", "to"}:
+        _fail(path, cid, "along needs exactly key, from, to (or metric_pattern)")
+    key = along["key"]
+    if key in used:
+        _fail(path, cid, f"along.key {key} is also set in compare/condition")
+    _check_settings(path, cid, "along", {key: along["from"]}, raw, grid)
+    _check_settings(path, cid, "along", {key: along["to"]}, raw, grid)
+    if same_value(along["from"], along["to"]):
+        _fail(path, cid, "along.from and along.to are the same value")
+    return dict(along)
+
+
+def load_claims(path: str | Path, sweeps_dir: str | Path) -> list[Claim]:
+    """Read and validate a claims file against the config vocabulary and the sweep files.
+
+    Raises :class:`ConfigError` with a one-line message at the first problem.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"claims file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    entries = data.get("claims") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a non-empty list of claims (top-level 'claims:' list)")
+    grids: dict[str, dict] = {}
+    claims, seen = [], set()
+    for i, raw in enumerate(entries):
+        c = _parse_claim(path, raw, i, Path(sweeps_dir), grids)
+        if c.id in seen:
+            raise ConfigError(f"{path}: claim id '{c.id}' appears twice")
+        seen.add(c.id)
+        claims.append(c)
+    return claims

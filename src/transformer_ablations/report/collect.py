@@ -1,0 +1,430 @@
+"""Read run records for the report.
+
+- local: ``runs/<suite>/<sweep>/<run_id>/summary.json`` (the sweep is the directory name) and
+  the Q4 attention-cost benchmark ``runs/<suite>/q4_attention_cost.json``;
+- online: the runs of a wandb sweep (:func:`collect_wandb`);
+- the grid a sweep file asks for (``sweeps/<sweep>.yaml`` ``parameters``), to list missing runs.
+
+Corrupt or unreadable ``summary.json`` files are kept in a list for the report, never fatal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, flatten
+
+FINISHED, DIVERGED, FAILED, RUNNING = "finished", "diverged", "failed", "running"
+USABLE_STATUSES = (FINISHED, DIVERGED)  # runs whose metrics count (a diverged run's last metrics)
+
+ATTENTION_COST_FILE = "q4_attention_cost.json"
+
+# Config entries that differ between runs of one grid point without changing the experiment
+# (where outputs go, the checkpoint path of seed s, ...). Ignored when grouping runs.
+PER_RUN_KEYS = frozenset(
+    {
+        "seed",
+        "experiment",
+        "finetune.pretrained",
+        "train.out_dir",
+        "train.wandb",
+        "train.accelerator",
+        "train.devices",
+        "train.strategy",
+        "data.num_workers",
+        "data.cache_dir",
+    }
+)
+
+# Grid points the executor normalises before running (a grid cannot avoid them). The experiment
+# file's ``when:`` blocks (``- if: {...}  set: {...}``) are read from the sweep's ``--config``;
+# this built-in rule mirrors config.validate (only an encoder-decoder has cross-attention to pool).
+# The normalised point is what the run's config records, so expected points are normalised the
+# same way and deduplicated.
+Rule = tuple[dict, dict]  # (if: key -> value, set: key -> value)
+BUILTIN_RULES: tuple[Rule, ...] = (
+    ({"model.arch": "encoder"}, {"model.cross_attention": "full"}),
+    ({"model.arch": "decoder"}, {"model.cross_attention": "full"}),
+)
+# Sweep parameters that are not grid dimensions of a suite (the executor sets the scale per suite).
+GRID_IGNORED_KEYS = frozenset({"scale", "train.out_dir", "train.wandb"})
+
+
+class CorruptRecord(ValueError):
+    """A summary.json (or benchmark JSON) that is not a run record; the message says why."""
+
+
+@dataclass
+class RunRecord:
+    sweep: str
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    seed: Any = None
+    path: Path | None = None
+    diverged_step: int | None = None
+    error: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.status in USABLE_STATUSES
+
+    def metric(self, key: str) -> float | None:
+        """The metric as a finite float, else None (absent, null, NaN, inf, not a number)."""
+        v = self.metrics.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        v = float(v)
+        return v if math.isfinite(v) else None
+
+    def matches(self, match: Mapping[str, Any]) -> bool:
+        return config_matches(self.config, match)
+
+
+@dataclass
+class RunCollection:
+    """Everything read from ``runs/<suite>``."""
+
+    root: Path
+    runs: list[RunRecord] = field(default_factory=list)
+    corrupt: list[tuple[Path, str]] = field(default_factory=list)
+    attention_cost: list[dict] | None = None
+    attention_cost_path: Path | None = None
+    attention_cost_error: str | None = None
+
+    def by_sweep(self) -> dict[str, list[RunRecord]]:
+        out: dict[str, list[RunRecord]] = defaultdict(list)
+        for r in self.runs:
+            out[r.sweep].append(r)
+        return dict(out)
+
+    @property
+    def sweeps(self) -> list[str]:
+        return sorted({r.sweep for r in self.runs})
+
+
+# --- values ------------------------------------------------------------------------------
+def same_value(a: Any, b: Any) -> bool:
+    """Config value equality across YAML/JSON spellings: 256 == 256.0 == "256", True != 1."""
+    if a is None or b is None:
+        other = b if a is None else a
+        return other is None or str(other).lower() in ("null", "~")  # "none" is a toggle value, not null
+    if isinstance(a, bool) or isinstance(b, bool):
+        if isinstance(a, bool) and isinstance(b, bool):
+            return a == b
+        s = str(b if isinstance(a, bool) else a).lower()
+        return s == str(a if isinstance(a, bool) else b).lower()
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def canonical(v: Any) -> Any:
+    """A hashable, spelling-independent form of a config value (for grouping)."""
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return tuple(canonical(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, canonical(x)) for k, x in v.items()))
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def config_matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
+    """True when every ``key: value`` of ``match`` holds in ``config`` (absent key: no match)."""
+    return all(k in config and same_value(config[k], v) for k, v in match.items())
+
+
+def fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def fmt_point(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in point.items())
+
+
+# --- local run records -------------------------------------------------------------------
+def _seed_of(config: Mapping[str, Any], run_id: str) -> Any:
+    if config.get("seed") is not None:
+        try:
+            return int(config["seed"])
+        except (TypeError, ValueError):
+            return config["seed"]
+    m = re.match(r"^s(\d+)-", run_id)
+    return int(m.group(1)) if m else None
+
+
+def read_summary(path: Path, sweep: str | None = None) -> RunRecord:
+    """Parse one ``summary.json``. Raises ValueError (one line) when it is not a run record."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptRecord(f"unreadable: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CorruptRecord(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise CorruptRecord("not a JSON object")
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise CorruptRecord("no 'config' object")
+    if any(isinstance(v, dict) for v in config.values()):
+        config = flatten(config)
+    metrics = data.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise CorruptRecord("'metrics' is not an object")
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise CorruptRecord("no 'status' string")
+    run_id = str(data.get("run_id") or path.parent.name)
+    return RunRecord(
+        sweep=sweep or path.parent.parent.name,
+        run_id=run_id,
+        status=status,
+        config=config,
+        metrics=metrics,
+        seed=_seed_of(config, run_id),
+        path=path,
+        diverged_step=data.get("diverged_step"),
+        error=data.get("error"),
+    )
+
+
+def load_attention_cost(path: Path) -> list[dict]:
+    """Rows of the attention-cost benchmark JSON. Raises ValueError (one line) when malformed."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptRecord(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise CorruptRecord("no 'rows' list")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def collect_runs(runs_dir: str | Path, suite: str) -> RunCollection:
+    """Read every ``<runs_dir>/<suite>/<sweep>/*/summary.json`` (and the attention-cost JSON)."""
+    root = Path(runs_dir) / suite
+    coll = RunCollection(root=root)
+    if not root.is_dir():
+        return coll
+    for path in sorted(root.glob("*/*/summary.json")):
+        try:
+            coll.runs.append(read_summary(path))
+        except ValueError as e:
+            coll.corrupt.append((path, str(e)))
+    cost = root / ATTENTION_COST_FILE
+    if cost.is_file():
+        coll.attention_cost_path = cost
+        try:
+            coll.attention_cost = load_attention_cost(cost)
+        except (OSError, ValueError) as e:
+            coll.attention_cost_error = str(e)
+    return coll
+
+
+def group_runs(runs: Iterable[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    """Runs grouped by their config minus seed (and minus :data:`PER_RUN_KEYS`)."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        key = tuple(sorted((k, canonical(v)) for k, v in r.config.items() if k not in PER_RUN_KEYS))
+        groups[key].append(r)
+    return dict(groups)
+
+
+def varying_keys(runs: Iterable[RunRecord], exclude: Iterable[str] = ()) -> dict[str, list]:
+    """Config keys (minus per-run keys and ``exclude``) that take more than one value in ``runs``."""
+    values: dict[str, dict] = defaultdict(dict)
+    skip = PER_RUN_KEYS | set(exclude)
+    runs = list(runs)
+    for r in runs:
+        for k, v in r.config.items():
+            if k not in skip:
+                values[k].setdefault(canonical(v), v)
+    keys = {k for r in runs for k in r.config} - skip
+    out = {}
+    for k in sorted(keys):
+        vs = values.get(k, {})
+        missing = any(k not in r.config for r in runs)
+        if len(vs) + missing > 1:
+            out[k] = sorted(vs.values(), key=lambda x: (str(type(x)), str(x)))
+    return out
+
+
+# --- sweep files -------------------------------------------------------------------------
+def _params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for key, p in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(p, dict) and "values" in p:
+            out[name] = list(p["values"])
+        elif isinstance(p, dict) and "value" in p:
+            out[name] = [p["value"]]
+        elif isinstance(p, dict) and isinstance(p.get("parameters"), dict):
+            out.update(_params(p["parameters"], name + "."))
+        # distributions (min/max, ...) are not a grid: not expected points
+    return out
+
+
+def sweep_file(sweeps_dir: str | Path, sweep: str) -> Path:
+    return Path(sweeps_dir) / f"{sweep}.yaml"
+
+
+def sweep_grid(path: str | Path) -> dict[str, list]:
+    """``parameters`` of a wandb sweep file as ``dotted key -> list of values``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    params = data.get("parameters") if isinstance(data, dict) else None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: no 'parameters' mapping (a wandb sweep file lists its grid there)")
+    return _params(params)
+
+
+def experiment_of_sweep(path: str | Path) -> Path | None:
+    """The experiment file a sweep's ``command`` passes with ``--config`` (resolved from the repo root)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    cmd = data.get("command") if isinstance(data, dict) else None
+    if not isinstance(cmd, list):
+        return None
+    cmd = [str(c) for c in cmd]
+    for i, tok in enumerate(cmd):
+        rel = cmd[i + 1] if tok == "--config" and i + 1 < len(cmd) else tok.split("=", 1)[1] if tok.startswith(
+            "--config=") else None
+        if rel:
+            for cand in (Path(path).resolve().parent.parent / rel, Path(rel)):
+                if cand.is_file():
+                    return cand
+    return None
+
+
+def sweep_rules(path: str | Path) -> tuple[dict[str, Any], list[Rule]]:
+    """(experiment defaults, ``when`` rules) of the experiment file behind a sweep; empty if unknown."""
+    exp = experiment_of_sweep(path)
+    if exp is None:
+        return {}, []
+    try:
+        data = yaml.safe_load(exp.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, []
+    base = flatten({k: v for k, v in data.items() if k not in ("scales", "when")})
+    rules = []
+    for block in data.get("when") or []:
+        if isinstance(block, dict) and isinstance(block.get("if"), dict) and isinstance(block.get("set"), dict):
+            rules.append((flatten(block["if"]), flatten(block["set"])))
+    return base, rules
+
+
+def normalise_point(point: dict[str, Any], rules: Iterable[Rule] = (), base: Mapping[str, Any] | None = None) -> dict:
+    """Apply ``when`` rules (and :data:`BUILTIN_RULES`) to a grid point; only the point's keys change."""
+    out = dict(point)
+    for cond, setting in (*BUILTIN_RULES, *rules):
+        full = {**(base or {}), **out}
+        if all(k in full and same_value(full[k], v) for k, v in cond.items()):
+            for k, v in setting.items():
+                if k in out:
+                    out[k] = v
+    return out
+
+
+def expected_points(
+    grid: Mapping[str, list], rules: Iterable[Rule] = (), base: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The cartesian product of a sweep grid, normalised (``when`` rules) and deduplicated."""
+    keys = [k for k in grid if k not in GRID_IGNORED_KEYS]
+    rules = list(rules)
+    seen, out = set(), []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point = normalise_point(dict(zip(keys, combo)), rules, base)
+        key = tuple((k, canonical(v)) for k, v in point.items())
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+    return out
+
+
+def missing_points(points: Iterable[dict], runs: Iterable[RunRecord]) -> list[tuple[dict, list[str]]]:
+    """Expected points with no finished (or diverged) run, each with the statuses of any records found."""
+    runs = list(runs)
+    out = []
+    for point in points:
+        found = [r for r in runs if r.matches(point)]
+        if not any(r.usable for r in found):
+            out.append((point, sorted({r.status for r in found})))
+    return out
+
+
+# --- wandb -------------------------------------------------------------------------------
+_WANDB_STATES = {"finished": FINISHED, "running": RUNNING, "crashed": FAILED, "failed": FAILED, "killed": FAILED}
+
+
+def collect_wandb(sweep_path: str, sweep_name: str | None = None) -> list[RunRecord]:
+    """Runs of an online wandb sweep ``entity/project/sweep_id`` as run records.
+
+    Needs a wandb login and the network; raises ConfigError (one line) otherwise.
+    """
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        raise ConfigError(
+            f"collect_wandb({sweep_path}) needs online wandb but WANDB_MODE={mode}; "
+            "report from the local run records under runs/<suite> instead"
+        )
+    try:
+        import wandb
+
+        api = wandb.Api(timeout=30)
+        sweep = api.sweep(sweep_path)
+        wruns = list(sweep.runs)
+        name = sweep_name or (sweep.config or {}).get("name") or sweep_path.rsplit("/", 1)[-1]
+    except Exception as e:  # noqa: BLE001 - network, login, unknown sweep: one line for the user
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"cannot read wandb sweep {sweep_path} (offline, not logged in, or no such sweep): "
+            f"{type(e).__name__}: {first}"
+        ) from None
+    records = []
+    for wr in wruns:
+        config = flatten({k: v for k, v in dict(wr.config).items() if not k.startswith("_")})
+        summary = dict(getattr(wr.summary, "_json_dict", {}) or {})
+        metrics = {k: v for k, v in summary.items() if "/" in k and isinstance(v, (int, float))}
+        status = summary.get("status") if isinstance(summary.get("status"), str) else None
+        status = status or _WANDB_STATES.get(str(wr.state), str(wr.state))
+        run_id = summary.get("run_id") or wr.id
+        records.append(
+            RunRecord(
+                sweep=name, run_id=str(run_id), status=status, config=config, metrics=metrics,
+                seed=_seed_of(config, str(run_id)), diverged_step=summary.get("diverged_step"),
+                error=summary.get("error"),
+            )
+        )
+    return records

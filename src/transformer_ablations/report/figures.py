@@ -1,0 +1,502 @@
+"""Figures for the report (matplotlib, Agg canvas; no pyplot global state).
+
+One function per figure; each draws whatever data exists, and returns notes naming the cells
+it expected (from the sweep grid) but found no finished runs for. Error bars are 95%
+t-intervals over seeds; a cell with one seed is drawn without a bar (and noted).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .collect import RunCollection, RunRecord, canonical, fmt_point, fmt_value, varying_keys
+from .evaluate import cell_estimate
+from .stats import Estimate, mean_ci
+
+# which sweeps feed which question's figures
+QUESTION_SWEEPS: dict[str, tuple[str, ...]] = {
+    "q1": ("q1_scaling",),
+    "q2": ("q2_positional",),
+    "q3": ("q3_attention",),
+    "q4": ("q4_additive",),
+    "q5": ("q5_pretrain", "q5_finetune"),
+    "q6": ("q6_cls_sep",),
+}
+
+CHANCE_ORDER_TASK = 0.5
+
+
+@dataclass
+class FigureResult:
+    name: str
+    path: Path
+    title: str
+    notes: list[str] = field(default_factory=list)
+
+
+Grid = Mapping[str, Sequence[Any]]
+
+
+# --- helpers -----------------------------------------------------------------------------
+def _figure(nrows: int, ncols: int, w: float = 4.3, h: float = 3.3):
+    fig = Figure(figsize=(w * ncols, h * nrows), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path, title: str) -> None:
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="0.4", wrap=True, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _axis(key: str, grid: Grid, runs: Sequence[RunRecord], fallback: Sequence[Any] = ()) -> list:
+    if key in grid:
+        return list(grid[key])
+    seen: dict = {}
+    for r in runs:
+        if key in r.config:
+            seen.setdefault(canonical(r.config[key]), r.config[key])
+    if seen:
+        return sorted(seen.values(), key=_sort_key)
+    return list(fallback)
+
+
+def _sort_key(v: Any) -> tuple:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, str(v))
+
+
+def _yerr(est: Estimate) -> float:
+    return est.half_width if est.has_interval else 0.0
+
+
+class _Notes:
+    """Collects cells without data / with a single seed, for the figure's caption."""
+
+    def __init__(self) -> None:
+        self.missing: list[str] = []
+        self.single: list[str] = []
+        self.other: list[str] = []
+
+    def see(self, est: Estimate, where: Mapping[str, Any] | str) -> bool:
+        label = where if isinstance(where, str) else fmt_point(where)
+        if est.n == 0 or not math.isfinite(est.mean):
+            self.missing.append(label)
+            return False
+        if not est.has_interval:
+            self.single.append(label)
+        return True
+
+    def lines(self) -> list[str]:
+        out = list(self.other)
+        if self.missing:
+            out.append(f"no finished runs for: {'; '.join(self.missing)}")
+        if self.single:
+            out.append(f"one seed only (no error bar): {'; '.join(self.single)}")
+        return out
+
+
+def _averaged_note(runs: Sequence[RunRecord], used: Sequence[str], notes: _Notes) -> None:
+    extra = varying_keys(runs, exclude=used)
+    if extra:
+        notes.other.append("per seed, averaged over " + "; ".join(
+            f"{k} ∈ {{{', '.join(map(fmt_value, v))}}}" for k, v in extra.items()))
+
+
+def _lines_vs_x(ax, runs, notes: _Notes, xkey: str, xs: Sequence, series: Sequence[tuple[str, dict]],
+                metric: str, base: Mapping[str, Any] | None = None, logx: bool = False) -> bool:
+    drew = False
+    n = max(len(series), 1)
+    for i, (label, match) in enumerate(series):
+        px, py, pe = [], [], []
+        for x in xs:
+            where = {**(base or {}), **match, xkey: x}
+            est = cell_estimate(runs, where, metric)
+            if notes.see(est, f"{fmt_point(where)} [{metric}]"):
+                jitter = (i - (n - 1) / 2) * 0.04
+                px.append(float(x) * (2 ** jitter) if logx else float(x) + jitter * _span(xs))
+                py.append(est.mean)
+                pe.append(_yerr(est))
+        if px:
+            ax.errorbar(px, py, yerr=pe, marker="o", capsize=3, label=label)
+            drew = True
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([float(x) for x in xs])
+        ax.set_xticklabels([fmt_value(x) for x in xs])
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if drew:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, f"no data for {metric}")
+    return drew
+
+
+def _span(xs: Sequence) -> float:
+    try:
+        vals = [float(x) for x in xs]
+        return (max(vals) - min(vals)) or 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _bars(ax, runs, notes: _Notes, xkey: str, xs: Sequence, hue_key: str, hues: Sequence, metric: str,
+          base: Mapping[str, Any] | None = None, chance: float | None = None) -> bool:
+    width = 0.8 / max(len(hues), 1)
+    drew = False
+    for j, h in enumerate(hues):
+        pos, ys, es = [], [], []
+        for i, x in enumerate(xs):
+            where = {**(base or {}), xkey: x, hue_key: h}
+            est = cell_estimate(runs, where, metric)
+            if notes.see(est, f"{fmt_point(where)} [{metric}]"):
+                pos.append(i + (j - (len(hues) - 1) / 2) * width)
+                ys.append(est.mean)
+                es.append(_yerr(est))
+        if pos:
+            ax.bar(pos, ys, width=width, yerr=es, capsize=3, label=f"{hue_key.split('.')[-1]}={fmt_value(h)}")
+            drew = True
+    ax.set_xticks(range(len(xs)))
+    ax.set_xticklabels([fmt_value(x) for x in xs])
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(metric)
+    ax.grid(axis="y", alpha=0.3)
+    if chance is not None:
+        ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance {chance:g}")
+    if drew:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, f"no data for {metric}")
+    return drew
+
+
+def _no_runs(fig_path: Path, title: str, sweep: str) -> FigureResult:
+    fig, axes = _figure(1, 1, 5, 2.5)
+    _empty(axes[0][0], f"no run records for sweep {sweep}")
+    _save(fig, fig_path, title)
+    return FigureResult(fig_path.stem, fig_path, title, [f"no run records for sweep {sweep}"])
+
+
+# --- Q1 ----------------------------------------------------------------------------------
+def fig_q1_scaling(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q1_scaling.png", "Q1: loss, accuracy and attention entropy vs d_k per scaling"
+    if not runs:
+        return _no_runs(path, title, "q1_scaling")
+    notes = _Notes()
+    dks = _axis("model.head_dim", grid, runs)
+    series = [(f"scaling={fmt_value(s)}", {"model.attention.scaling": s})
+              for s in _axis("model.attention.scaling", grid, runs, ("sqrt_dk", "none", "qk_norm"))]
+    fig, axes = _figure(1, 3)
+    for ax, metric in zip(axes[0], ("val/loss", "val/acc", "attn/entropy")):
+        _lines_vs_x(ax, runs, notes, "model.head_dim", dks, series, metric, logx=True)
+    _averaged_note(runs, ("model.head_dim", "model.attention.scaling"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+# --- Q2 ----------------------------------------------------------------------------------
+_POSITIONALS = ("none", "sinusoidal", "learned", "rope", "alibi")
+
+
+def fig_q2_order(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q2_order_acc.png", "Q2: order-task accuracy per positional encoding × architecture"
+    if not runs:
+        return _no_runs(path, title, "q2_positional")
+    notes = _Notes()
+    fig, axes = _figure(1, 1, 7, 3.6)
+    _bars(axes[0][0], runs, notes, "model.positional", _axis("model.positional", grid, runs, _POSITIONALS),
+          "model.arch", _axis("model.arch", grid, runs, ("encoder", "decoder")), "val/acc", chance=CHANCE_ORDER_TASK)
+    _averaged_note(runs, ("model.positional", "model.arch"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+def _length_multiples(runs: Sequence[RunRecord]) -> list[int]:
+    found = {1}
+    for r in runs:
+        for k in r.metrics:
+            m = re.match(r"^val_len(\d+)x/", k)
+            if m:
+                found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def _len_metric(mult: int, name: str) -> str:
+    return f"val/{name}" if mult == 1 else f"val_len{mult}x/{name}"
+
+
+def fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q2_length.png", "Q2: loss and accuracy at the training length T, 2T, 4T"
+    if not runs:
+        return _no_runs(path, title, "q2_positional")
+    notes = _Notes()
+    mults = _length_multiples(runs)
+    if len(mults) == 1:
+        notes.other.append("no val_len<k>x/ metrics: runs were not evaluated at longer lengths")
+    archs = _axis("model.arch", grid, runs, ("encoder", "decoder"))
+    positionals = _axis("model.positional", grid, runs, _POSITIONALS)
+    fig, axes = _figure(len(archs), 2)
+    for row, arch in zip(axes, archs):
+        for ax, name in zip(row, ("loss", "acc")):
+            drew = False
+            for i, pos in enumerate(positionals):
+                px, py, pe = [], [], []
+                for mult in mults:
+                    where = {"model.arch": arch, "model.positional": pos}
+                    est = cell_estimate(runs, where, _len_metric(mult, name))
+                    if notes.see(est, f"{fmt_point(where)} [{_len_metric(mult, name)}]"):
+                        px.append(mult * 2 ** ((i - (len(positionals) - 1) / 2) * 0.03))
+                        py.append(est.mean)
+                        pe.append(_yerr(est))
+                if px:
+                    ax.errorbar(px, py, yerr=pe, marker="o", capsize=3, label=f"{pos}")
+                    drew = True
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(mults)
+            ax.set_xticklabels([f"{m}T" if m > 1 else "T" for m in mults])
+            ax.set_title(f"arch={arch}", fontsize=9)
+            ax.set_xlabel("evaluation length")
+            ax.set_ylabel(f"val {name}")
+            ax.grid(alpha=0.3)
+            if drew:
+                ax.legend(fontsize=7, title="positional", title_fontsize=7)
+            else:
+                _empty(ax, f"no data for arch={arch}")
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+# --- Q3 ----------------------------------------------------------------------------------
+Q3_VARIANTS = (
+    ("encoder-decoder, full cross-attention", {"model.arch": "encoder_decoder", "model.cross_attention": "full"}),
+    ("encoder-decoder, pooled cross-attention", {"model.arch": "encoder_decoder", "model.cross_attention": "pooled"}),
+    ("decoder (prefix LM, self-attention)", {"model.arch": "decoder"}),
+)
+
+
+def _buckets(runs: Sequence[RunRecord], prefix: str = "val/exact_match_src") -> list[int]:
+    rx = re.compile("^" + re.escape(prefix) + r"(\d+)$")
+    return sorted({int(m.group(1)) for r in runs for k in r.metrics if (m := rx.match(k))})
+
+
+def fig_q3_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q3_length.png", "Q3: exact match vs source length per attention variant"
+    if not runs:
+        return _no_runs(path, title, "q3_attention")
+    notes = _Notes()
+    tasks = _axis("data.task", grid, runs, ("reverse",))
+    buckets = _buckets(runs)
+    fig, axes = _figure(1, len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        if not buckets:
+            _empty(ax, "no val/exact_match_src<L> metrics")
+            continue
+        drew = False
+        for i, (label, match) in enumerate(Q3_VARIANTS):
+            px, py, pe = [], [], []
+            for b in buckets:
+                where = {**match, "data.task": task}
+                metric = f"val/exact_match_src{b}"
+                est = cell_estimate(runs, where, metric)
+                if notes.see(est, f"{fmt_point(where)} [{metric}]"):
+                    px.append(b + (i - 1) * 0.015 * _span(buckets))
+                    py.append(est.mean)
+                    pe.append(_yerr(est))
+            if px:
+                ax.errorbar(px, py, yerr=pe, marker="o", capsize=3, label=label)
+                drew = True
+        ax.set_title(f"task={task}", fontsize=9)
+        ax.set_xticks(buckets)
+        ax.set_xlabel("source length (bucket upper bound)")
+        ax.set_ylabel("exact match")
+        ax.grid(alpha=0.3)
+        if drew:
+            ax.legend(fontsize=7)
+        else:
+            _empty(ax, f"no data for task={task}")
+    if not buckets:
+        notes.other.append("no per-length metrics val/exact_match_src<L> in the run records")
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+# --- Q4 ----------------------------------------------------------------------------------
+def fig_q4_quality(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q4_quality.png", "Q4: quality vs d_k per attention kind × scaling"
+    if not runs:
+        return _no_runs(path, title, "q4_additive")
+    notes = _Notes()
+    dks = _axis("model.head_dim", grid, runs)
+    series = [(f"{k}, {s}", {"model.attention.kind": k, "model.attention.scaling": s})
+              for k in _axis("model.attention.kind", grid, runs, ("dot", "additive"))
+              for s in _axis("model.attention.scaling", grid, runs, ("sqrt_dk", "none"))]
+    fig, axes = _figure(1, 2)
+    for ax, metric in zip(axes[0], ("val/acc", "val/loss")):
+        _lines_vs_x(ax, runs, notes, "model.head_dim", dks, series, metric, logx=True)
+    _averaged_note(runs, ("model.head_dim", "model.attention.kind", "model.attention.scaling"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+def fig_q4_cost(rows: Sequence[dict] | None, out_dir: Path, error: str | None = None) -> FigureResult:
+    path, title = Path(out_dir) / "q4_cost.png", "Q4: attention time and peak memory vs sequence length T"
+    notes = _Notes()
+    fig, axes = _figure(1, 2)
+    if not rows:
+        why = error or "no attention-cost benchmark (runs/<suite>/q4_attention_cost.json)"
+        for ax in axes[0]:
+            _empty(ax, why)
+        _save(fig, path, title)
+        return FigureResult(path.stem, path, title, [why])
+    kinds = sorted({str(r.get("kind")) for r in rows})
+    dks = sorted({r.get("d_k") for r in rows if r.get("d_k") is not None}) or [None]
+    Ts = sorted({r.get("T") for r in rows if isinstance(r.get("T"), (int, float))})
+    for ax, metric, label in zip(axes[0], ("time_ms", "peak_mem_mb"), ("time per call (ms)", "peak memory (MB)")):
+        drew = False
+        for kind in kinds:
+            for dk in dks:
+                px, py, pe = [], [], []
+                for T in Ts:
+                    vals = [float(r[metric]) for r in rows if str(r.get("kind")) == kind and r.get("T") == T
+                            and r.get("d_k") == dk and isinstance(r.get(metric), (int, float))
+                            and math.isfinite(r[metric])]
+                    est = mean_ci(vals)
+                    if vals:
+                        px.append(T)
+                        py.append(est.mean)
+                        pe.append(_yerr(est))
+                    else:
+                        notes.missing.append(f"kind={kind}, d_k={dk}, T={T} [{metric}]")
+                if px and any(y > 0 for y in py):
+                    ax.errorbar(px, py, yerr=pe, marker="o", capsize=3,
+                                label=kind + (f", d_k={dk}" if len(dks) > 1 else ""))
+                    drew = True
+        if drew:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            _empty(ax, f"no {metric} values")
+        ax.set_xlabel("T")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+# --- Q5 ----------------------------------------------------------------------------------
+Q5_OBJECTIVES = ("mlm_nsp", "mlm", "causal", "none")
+# (column header, sweep, task filter, metric)
+Q5_COLUMNS = (
+    ("single acc", "q5_finetune", {"data.task": "single"}, "val/acc"),
+    ("single MCC", "q5_finetune", {"data.task": "single"}, "val/mcc"),
+    ("pair acc", "q5_finetune", {"data.task": "pair"}, "val/acc"),
+    ("pair F1", "q5_finetune", {"data.task": "pair"}, "val/f1"),
+    ("NSP acc (pretraining)", "q5_pretrain", {}, "val/nsp_acc"),
+)
+
+
+def q5_table(by_sweep: Mapping[str, Sequence[RunRecord]], grid: Grid | None = None) -> tuple[list[str], list[list[str]]]:
+    """BERT-Table-5-style table: one row per pretraining objective, one column per task metric.
+
+    Cells read ``mean ± CI half-width (n)``; "—" where no finished run has the metric.
+    """
+    finetune = by_sweep.get("q5_finetune", [])
+    objectives = _axis("objective", grid or {}, finetune, Q5_OBJECTIVES)
+    headers = ["objective"] + [c[0] for c in Q5_COLUMNS]
+    rows = []
+    for obj in objectives:
+        row = [fmt_value(obj)]
+        for _, sweep, where, metric in Q5_COLUMNS:
+            est = cell_estimate(by_sweep.get(sweep, []), {**where, "objective": obj}, metric)
+            if est.n == 0 or not math.isfinite(est.mean):
+                row.append("—")
+            elif est.has_interval:
+                row.append(f"{est.mean:.3f} ± {est.half_width:.3f} (n={est.n})")
+            else:
+                row.append(f"{est.mean:.3f} (n={est.n})")
+        rows.append(row)
+    return headers, rows
+
+
+def fig_q5_table(by_sweep: Mapping[str, Sequence[RunRecord]], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q5_table.png", "Q5: downstream results per pretraining objective (BERT Table 5 style)"
+    headers, rows = q5_table(by_sweep, grid)
+    fig, axes = _figure(1, 1, 10, 0.6 + 0.45 * (len(rows) + 1))
+    ax = axes[0][0]
+    ax.axis("off")
+    notes = []
+    if not by_sweep.get("q5_finetune") and not by_sweep.get("q5_pretrain"):
+        notes.append("no run records for sweeps q5_pretrain and q5_finetune")
+    if rows:
+        table = ax.table(cellText=rows, colLabels=headers, loc="center", cellLoc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.scale(1, 1.4)
+    else:
+        _empty(ax, "no objectives found")
+    empty_cells = [f"{r[0]} / {h}" for r in rows for h, v in zip(headers[1:], r[1:]) if v == "—"]
+    expected_empty = {f"{o} / NSP acc (pretraining)" for o in ("mlm", "causal", "none")}
+    missing = [c for c in empty_cells if c not in expected_empty]
+    if missing and by_sweep.get("q5_finetune"):
+        notes.append(f"no finished runs for: {'; '.join(missing)}")
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes)
+
+
+# --- Q6 ----------------------------------------------------------------------------------
+def fig_q6_pooling(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q6_pooling.png", "Q6: pair-task accuracy per pooling × fine-tuning mode"
+    if not runs:
+        return _no_runs(path, title, "q6_cls_sep")
+    notes = _Notes()
+    objectives = _axis("objective", grid, runs, ("mlm_nsp", "mlm"))
+    fig, axes = _figure(1, len(objectives))
+    for ax, obj in zip(axes[0], objectives):
+        _bars(ax, runs, notes, "finetune.pooling", _axis("finetune.pooling", grid, runs, ("cls", "mean", "max")),
+              "finetune.mode", _axis("finetune.mode", grid, runs, ("full", "probe")), "val/acc",
+              base={"objective": obj})
+        ax.set_title(f"pretrained with {obj}", fontsize=9)
+    _averaged_note(runs, ("finetune.pooling", "finetune.mode", "objective"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+# --- all ---------------------------------------------------------------------------------
+def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: Path) -> dict[str, list[FigureResult]]:
+    """Every figure of the report, by question. Always writes every PNG (a note where data is missing)."""
+    out_dir = Path(out_dir)
+    by_sweep = collection.by_sweep()
+    runs = lambda s: by_sweep.get(s, [])
+    grid = lambda s: grids.get(s) or {}
+    makers: dict[str, list[Callable[[], FigureResult]]] = {
+        "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir)],
+        "q2": [lambda: fig_q2_order(runs("q2_positional"), grid("q2_positional"), out_dir),
+               lambda: fig_q2_length(runs("q2_positional"), grid("q2_positional"), out_dir)],
+        "q3": [lambda: fig_q3_length(runs("q3_attention"), grid("q3_attention"), out_dir)],
+        "q4": [lambda: fig_q4_quality(runs("q4_additive"), grid("q4_additive"), out_dir),
+               lambda: fig_q4_cost(collection.attention_cost, out_dir, collection.attention_cost_error)],
+        "q5": [lambda: fig_q5_table(by_sweep, grid("q5_finetune"), out_dir)],
+        "q6": [lambda: fig_q6_pooling(runs("q6_cls_sep"), grid("q6_cls_sep"), out_dir)],
+    }
+    return {q: [make() for make in fns] for q, fns in makers.items()}

@@ -1,0 +1,748 @@
+"""The local executor: wandb sweep files without a wandb account.
+
+It reads the same sweep files as ``wandb sweep``, asks wandb's open-source search engine
+(``sweeps.next_run``/``next_runs``: grid, random, bayes) for the runs, turns each suggestion into
+the command line ``wandb agent`` would run (``--key=value`` flags after the ``--config`` of the
+sweep's ``command``) and runs ``train(cfg)`` in a child process.
+
+Claims. Before a run starts, the executor takes an exclusive non-blocking ``fcntl.flock`` on
+``<run dir>.lock`` (next to the run directory, whose name carries the config hash, so two grid
+points that normalise to the same config are one run). The OS releases the lock when the
+process holding it dies, so:
+
+* a finished / diverged / failed record is never run again (``--retry-failed`` re-runs failed
+  records written before this session);
+* a record that says ``running`` while its lock is free was interrupted: it is run again and
+  ``train`` resumes it from ``checkpoints/last.ckpt``;
+* a record whose lock is held runs in another worker or executor (any number of executor
+  processes may share one grid): this executor waits for it, and takes it over if its owner dies.
+
+Children. ``fork`` (so torch/lightning are imported once, by the executor), each child pinned to
+``CUDA_VISIBLE_DEVICES`` of its worker's GPUs or to ``cores // workers`` CPU threads, its output
+in ``<run dir>/stdout.log``, killed with the executor (``PR_SET_PDEATHSIG``). A child that dies
+without a final summary (crash, OOM kill) is recorded as ``failed`` with its exit code or signal,
+and the sweep goes on.
+
+Index. ``runs/<suite>/<sweep>/sweep.json``: the sweep file's hash, method, metric and every point
+with its run id and status, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as mp_wait
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, RunConfig
+from ..training import records
+from .progress import SweepProgress
+from .validate import (
+    Point,
+    SweepSpec,
+    _check_extra,
+    dependency_order,
+    grid_points,
+    load_sweep,
+    parse_point,
+    point_argv,
+    sweeps_engine,
+    to_python,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
+TERMINAL = ("finished", "diverged", "failed")
+RunFn = Callable[[RunConfig], dict]
+LOG_NAME = "stdout.log"
+
+
+# --- options and results ---------------------------------------------------------------------
+@dataclass
+class ExecutorOptions:
+    scale: str | None = None  # None: the sweep file's `scale` value
+    runs_dir: str | Path = "runs"
+    suite: str | None = None  # records go to <runs_dir>/<suite>/<sweep>/; default: the scale
+    workers: int | None = None  # default: one per GPU group, else 1
+    gpus: Sequence[str] = ()  # device indices; each worker gets gpus_per_run of them
+    gpus_per_run: int = 1
+    max_runs: int | None = None  # first k grid points of each file (required for random/bayes)
+    retry_failed: bool = False
+    extra: dict = field(default_factory=dict)  # constant parameters added to every run (--set)
+    quiet: bool | None = None  # None: plain lines unless stdout is a terminal
+    wandb_offline: bool | None = None  # None: WANDB_MODE=offline for runs when there is no login
+    start_method: str | None = None  # fork (default where available) or spawn
+    poll_s: float = 0.2
+    retry_busy_s: float = 1.0  # how often runs held by another executor are looked at again
+    stream: Any = None  # progress output (default: stdout)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    label: str
+    status: str
+    metric: Any = None
+    wall_s: float | None = None
+    error: str | None = None
+    ran_here: bool = False
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: Path
+    total: int
+    outcomes: dict = field(default_factory=dict)  # run_id -> RunOutcome
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0 and len(self.outcomes) == self.total
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    scale: str
+    out_dir: Path
+    points: list[Point]  # grid points (empty for random / bayes: suggested while running)
+    runs: list[Point]  # distinct runs, in grid order
+    needs: set = field(default_factory=set)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.out_dir / self.spec.name
+
+
+# --- claims --------------------------------------------------------------------------------
+class RunLock:
+    """Exclusive, non-blocking, released by the OS when the holder dies."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
+            os.close(fd)
+            return False
+        self.fd = fd
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {os.uname().nodename} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                if fcntl is not None:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def lock_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + ".lock")
+
+
+# --- the child process -------------------------------------------------------------------------
+def _die_with_parent(parent_pid: int) -> None:
+    """Make the kernel SIGKILL this process when the executor dies (Linux), else poll."""
+    done = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            done = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            done = False
+    if not done:
+        import threading
+
+        def watch():
+            while True:
+                time.sleep(1.0)
+                if os.getppid() != parent_pid:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _redirect_output(log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(devnull)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _mark_failed(cfg: RunConfig, run_dir: Path, error: str, exit_code: int | None = None) -> dict:
+    """Write ``status: failed`` unless the run already wrote a final summary."""
+    summary = records.read_summary(run_dir)
+    if summary is not None and summary.get("status") in TERMINAL:
+        return summary
+    summary = summary or records.new_summary(cfg)
+    summary.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if exit_code is not None:
+        summary["exit_code"] = exit_code
+    records.write_summary(run_dir, summary)
+    return summary
+
+
+_INTERRUPTED = False
+
+
+def _interrupt(signum, frame):  # pragma: no cover - child
+    """Ctrl-C / SIGTERM in a run: stop it like Ctrl-C, and remember that it was an interruption
+    (Lightning turns KeyboardInterrupt into SystemExit(1); the record must stay resumable)."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    raise KeyboardInterrupt
+
+
+def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid):  # pragma: no cover - child
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    for fd in close_fds:  # other runs' lock fds inherited through fork: the executor keeps them
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    os.environ.update(env)
+    run_dir = Path(run_dir)
+    _redirect_output(run_dir / LOG_NAME)
+    print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: ablate {' '.join(argv[1:])}", flush=True)
+    if "torch" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["torch"].set_num_threads(threads)
+    sys.argv = list(argv)  # what Lightning's DDP launcher re-executes for the other ranks
+    code = 0
+    try:
+        run_fn(cfg)
+    except KeyboardInterrupt:
+        code = 130  # interrupted: the record stays `running` and resumes next time
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+        if _INTERRUPTED:
+            code = 130
+        elif code:
+            _mark_failed(cfg, run_dir, f"train exited with code {code}", code)
+    except BaseException as err:  # noqa: BLE001 - recorded, the sweep goes on
+        traceback.print_exc()
+        code = 130 if _INTERRUPTED else 1
+        if not _INTERRUPTED:
+            message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+            with contextlib.suppress(Exception):
+                _mark_failed(cfg, run_dir, message, 1)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "did not exit"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {exitcode}"
+
+
+# --- helpers --------------------------------------------------------------------------------
+def resolve_run_fn(run_fn: RunFn | str | None) -> RunFn:
+    if callable(run_fn):
+        return run_fn
+    if isinstance(run_fn, str):
+        module, _, attr = run_fn.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr or "train")
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"--runner {run_fn}: cannot import ({type(err).__name__}: {err})") from err
+    try:
+        from ..training.run import train  # imported once here; forked children share it
+    except ImportError as err:
+        raise ConfigError(f"training is not available: {type(err).__name__}: {err}") from err
+    return train
+
+
+def _start_context(method: str | None):
+    methods = multiprocessing.get_all_start_methods()
+    if method is None:
+        method = "fork" if "fork" in methods else "spawn"
+    if method not in methods:
+        raise ConfigError(f"start method {method} is not available here; valid: {', '.join(methods)}")
+    return multiprocessing.get_context(method)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def _metric_of(summary: dict | None, name: str | None):
+    if not summary or not name:
+        return None
+    value = (summary.get("metrics") or {}).get(name)
+    if value is None:
+        value = (summary.get("best") or {}).get(name)
+    return value
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# --- the executor --------------------------------------------------------------------------
+@dataclass
+class _Active:
+    point: Point
+    lock: RunLock
+    proc: Any
+    started: float
+    slot: int
+
+
+class Executor:
+    def __init__(self, options: ExecutorOptions | None = None, run_fn: RunFn | str | None = None):
+        self.options = options or ExecutorOptions()
+        self._run_fn_spec = run_fn
+        self._run_fn: RunFn | None = None
+        self._session_start = time.time()
+        o = self.options
+        if o.gpus_per_run < 1:
+            raise ConfigError(f"--gpus-per-run={o.gpus_per_run} must be >= 1")
+        gpus = [str(g) for g in o.gpus]
+        if gpus and len(gpus) % o.gpus_per_run:
+            raise ConfigError(f"{len(gpus)} GPU(s) do not split into groups of --gpus-per-run={o.gpus_per_run}")
+        self.gpu_groups = [gpus[i : i + o.gpus_per_run] for i in range(0, len(gpus), o.gpus_per_run)]
+        self.workers = o.workers if o.workers is not None else max(1, len(self.gpu_groups))
+        if self.workers < 1:
+            raise ConfigError(f"--workers={self.workers} must be >= 1")
+        if o.max_runs is not None and o.max_runs < 1:
+            raise ConfigError(f"--max-runs={o.max_runs} must be >= 1")
+        _check_extra(Path("--set"), o.extra)
+
+    # --- planning (no file is written) ---------------------------------------------------------
+    def plan(self, path: str | Path) -> SweepPlan:
+        spec = load_sweep(path)
+        o = self.options
+        scale = spec.scale(o.scale)
+        out_dir = Path(o.runs_dir) / (o.suite or scale)
+        if spec.method != "grid":
+            probe = [{k: to_python(v["value"]) for k, v in s.config.items()}
+                     for s in sweeps_engine().next_runs(spec.engine_config(scale, o.extra), [], validate=True, n=2)
+                     if s is not None]
+            for params in probe:
+                parse_point(spec, params, str(out_dir))
+            return SweepPlan(spec, scale, out_dir, [], [], needs=self._needs_of_params(spec, probe, out_dir))
+        points: list[Point] = []
+        by_run: dict[str, Point] = {}
+        runs: list[Point] = []
+        for i, params in enumerate(grid_points(spec, scale, o.extra, o.max_runs)):
+            point = self._make_point(spec, i, params, out_dir)
+            points.append(point)
+            if point.run_id in by_run:
+                by_run[point.run_id].aliases.append(i)
+            else:
+                by_run[point.run_id] = point
+                runs.append(point)
+        needs = {p.cfg.finetune.pretrained[5:] for p in runs
+                 if p.cfg.finetune.pretrained and p.cfg.finetune.pretrained.startswith("auto:")}
+        return SweepPlan(spec, scale, out_dir, points, runs, needs)
+
+    def _needs_of_params(self, spec, params_list, out_dir) -> set:
+        out = set()
+        for params in params_list:
+            cfg = parse_point(spec, params, str(out_dir))
+            if cfg.finetune.pretrained and cfg.finetune.pretrained.startswith("auto:"):
+                out.add(cfg.finetune.pretrained[5:])
+        return out
+
+    @staticmethod
+    def _make_point(spec: SweepSpec, index: int, params: dict, out_dir: Path) -> Point:
+        cfg = parse_point(spec, params, str(out_dir))
+        return Point(index, params, point_argv(spec, params, str(out_dir)), cfg,
+                     records.run_id_for(cfg), records.run_dir_for(cfg))
+
+    def plan_all(self, paths: Sequence[str | Path]) -> list[SweepPlan]:
+        plans = [self.plan(p) for p in paths]
+        names = [p.spec.name for p in plans]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"sweep(s) {', '.join(sorted(dup))} given twice")
+        plans = dependency_order(plans, lambda p: p.spec.name, lambda p: sorted(p.needs))
+        given = set(names)
+        for plan in plans:
+            for need in sorted(plan.needs - given):
+                if not self._has_finished_runs(plan.out_dir / need):
+                    raise ConfigError(
+                        f"{plan.spec.name} fine-tunes the runs of sweep {need}, but {plan.out_dir / need} has no "
+                        f"finished run; run both in order: ablate sweep {need} {plan.spec.name} --scale {plan.scale}"
+                    )
+        return plans
+
+    @staticmethod
+    def _has_finished_runs(sweep_dir: Path) -> bool:
+        for path in sweep_dir.glob("*/summary.json"):
+            summary = records.read_summary(path.parent)
+            if summary and summary.get("status") == "finished":
+                return True
+        return False
+
+    # --- running --------------------------------------------------------------------------------
+    def run(self, paths: Sequence[str | Path]) -> list[SweepResult]:
+        """Validate every file (nothing is written if one is refused), then run them in order."""
+        plans = self.plan_all(paths)
+        self.check_runnable(plans)
+        return [self.execute(plan) for plan in plans]
+
+    def check_runnable(self, plans: Sequence[SweepPlan]) -> None:
+        """Refuse what the local executor cannot run, and import the run function (once)."""
+        for plan in plans:
+            if plan.spec.method != "grid" and self.options.max_runs is None:
+                raise ConfigError(f"{plan.spec.path}: method {plan.spec.method} has no end; pass --max-runs K")
+        if self._run_fn is None:
+            self._run_fn = resolve_run_fn(self._run_fn_spec)
+
+    def _is_done(self, summary: dict | None, run_dir: Path) -> bool:
+        if not summary or summary.get("status") not in TERMINAL:
+            return False
+        if summary["status"] == "failed" and self.options.retry_failed:
+            try:  # a failure recorded in this session is final; older ones are retried
+                return (run_dir / "summary.json").stat().st_mtime >= self._session_start
+            except OSError:
+                return False
+        return True
+
+    def _claim(self, point: Point):
+        """('done', summary) | ('busy', None) | ('claimed', lock)."""
+        summary = records.read_summary(point.run_dir)
+        if self._is_done(summary, point.run_dir):
+            return "done", summary
+        lock = RunLock(lock_path(point.run_dir))
+        if not lock.try_acquire():
+            return "busy", None
+        summary = records.read_summary(point.run_dir)
+        if self._is_done(summary, point.run_dir):
+            lock.release()
+            return "done", summary
+        return "claimed", lock
+
+    def _child_env(self, slot: int) -> dict:
+        env = {}
+        if self.gpu_groups:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_groups[slot % len(self.gpu_groups)])
+        threads = max(1, _cores() // self.workers)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+        offline = self.options.wandb_offline
+        if offline is None:
+            from .launcher import has_wandb_login
+
+            offline = not has_wandb_login() and "WANDB_MODE" not in os.environ
+        if offline:
+            env["WANDB_MODE"] = "offline"
+        return env
+
+    def _start(self, ctx, subcommand: str, point: Point, lock: RunLock, slot: int, held_fds: list[int]) -> _Active:
+        point.run_dir.mkdir(parents=True, exist_ok=True)
+        summary = records.read_summary(point.run_dir)
+        if summary and summary.get("status") == "failed":  # --retry-failed: train() resumes a `running` record
+            summary.update(status="running", previous_error=summary.get("error"), error=None, finished_at=None)
+            records.write_summary(point.run_dir, summary)
+        env = self._child_env(slot)
+        threads = int(env["OMP_NUM_THREADS"])
+        argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ablate", subcommand, *point.argv]
+        proc = ctx.Process(
+            target=_child_main,
+            args=(self._run_fn, point.cfg, str(point.run_dir), env, threads, list(held_fds), argv, os.getpid()),
+            name=f"ablate-run-{point.run_id}",
+        )
+        proc.daemon = False  # a run may start its own workers (DataLoader, DDP)
+        proc.start()
+        return _Active(point, lock, proc, time.monotonic(), slot)
+
+    def _finish(self, active: _Active, progress: SweepProgress, metric_name: str | None) -> RunOutcome:
+        proc, point = active.proc, active.point
+        proc.join(timeout=5)
+        wall = time.monotonic() - active.started
+        summary = records.read_summary(point.run_dir)
+        if summary is None or summary.get("status") not in TERMINAL:
+            summary = _mark_failed(
+                point.cfg, point.run_dir,
+                f"run process {describe_exit(proc.exitcode)} without writing a final summary", proc.exitcode,
+            )
+        active.lock.release()
+        status = summary.get("status", "failed")
+        metric = _metric_of(summary, metric_name)
+        error = summary.get("error") if status != "finished" else None
+        progress.run_finished(point.run_id, point.label, status, metric, wall,
+                              error=error, log=str(point.run_dir / LOG_NAME))
+        return RunOutcome(point.run_id, point.label, status, metric, wall, error, ran_here=True)
+
+    def _stop_all(self, actives: dict) -> None:
+        for a in actives.values():
+            if a.proc.is_alive():
+                with contextlib.suppress(Exception):
+                    a.proc.terminate()
+        deadline = time.monotonic() + 15
+        for a in actives.values():
+            a.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if a.proc.is_alive():
+                with contextlib.suppress(Exception):
+                    a.proc.kill()
+                a.proc.join(timeout=5)
+            a.lock.release()  # the record stays `running`: the next executor resumes it
+        actives.clear()
+
+    def execute(self, plan: SweepPlan) -> SweepResult:
+        if self._run_fn is None:
+            self._run_fn = resolve_run_fn(self._run_fn_spec)
+        o, spec = self.options, plan.spec
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # keep CUDA uninitialised before fork
+        ctx = _start_context(o.start_method)
+        grid = spec.method == "grid"
+        total = len(plan.runs) if grid else int(o.max_runs or 0)
+        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        where = f"GPUs {','.join('+'.join(g) for g in self.gpu_groups)}" if self.gpu_groups else "CPU"
+        header = (f"{spec.name}: {total} runs ({len(plan.points)} grid points)" if grid
+                  else f"{spec.name}: {total} runs ({spec.method} search)")
+        header += f" on the local executor, {self.workers} worker(s) on {where}, scale {plan.scale} -> {plan.sweep_dir}"
+        progress = SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
+                                 spec.metric_goal, self.workers, o.quiet, o.stream, header)
+        metric_name = progress.metric_name
+        result = SweepResult(spec.name, plan.sweep_dir, total)
+        actives: dict[str, _Active] = {}
+        pending: deque[Point] = deque(plan.runs)
+        busy: list[Point] = []
+        last_busy_retry = time.monotonic()
+        suggested: list[Point] = []  # random / bayes
+        write_index(plan, suggested, self.options)
+        old_term = _install_sigterm()
+        try:
+            while True:
+                # fill free worker slots
+                free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
+                while free:
+                    point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
+                    if point is None:
+                        break
+                    if point.run_id in actives or point.run_id in result.outcomes:
+                        continue
+                    state, what = self._claim(point)
+                    if state == "done":
+                        status = what.get("status", "failed")
+                        metric = _metric_of(what, metric_name)
+                        result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
+                                                                   error=what.get("error"))
+                        progress.already_done(point.run_id, point.label, status, metric)
+                        continue
+                    if state == "busy":
+                        busy.append(point)
+                        continue
+                    slot = free.pop(0)
+                    held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
+                    held.append(what.fd)
+                    try:
+                        actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
+                    except BaseException:
+                        what.release()
+                        raise
+                    progress.run_started(point.run_id, point.label)
+                progress.set_waiting(len(busy))
+                if not actives and not pending:
+                    if not busy:
+                        break
+                    # only runs held by another executor are left: look again in a moment
+                    progress.refresh()
+                    time.sleep(max(0.0, o.retry_busy_s - (time.monotonic() - last_busy_retry)))
+                if busy and not pending and time.monotonic() - last_busy_retry >= o.retry_busy_s:
+                    pending.extend(busy)
+                    busy.clear()
+                    last_busy_retry = time.monotonic()
+                if actives:
+                    ready = mp_wait([a.proc.sentinel for a in actives.values()], timeout=o.poll_s)
+                    finished = [rid for rid, a in actives.items() if a.proc.sentinel in ready]
+                    for rid in finished:
+                        outcome = self._finish(actives.pop(rid), progress, metric_name)
+                        result.outcomes[rid] = outcome
+                    if finished:
+                        write_index(plan, suggested, self.options)
+                progress.refresh()
+        except KeyboardInterrupt:
+            self._stop_all(actives)
+            raise
+        finally:
+            _restore_sigterm(old_term)
+            with contextlib.suppress(Exception):
+                write_index(plan, suggested, self.options)
+            progress.close()
+        return result
+
+    # --- random / bayes ---------------------------------------------------------------------------
+    def _suggest(self, plan: SweepPlan, suggested: list[Point], actives: dict, result: SweepResult) -> Point | None:
+        o, spec = self.options, plan.spec
+        known = _records_in(plan.sweep_dir)
+        n_runs = len({*known, *actives, *(p.run_id for p in suggested)})
+        if n_runs >= int(o.max_runs or 0) or len(result.outcomes) + len(actives) >= int(o.max_runs or 0):
+            return None
+        runs = [_sweep_run(spec, s) for s in known.values()]
+        runs += [_sweep_run_from_params(a.point.params, "running") for a in actives.values()]
+        for _ in range(100):  # a small space may only repeat runs that exist: stop then
+            suggestion = sweeps_engine().next_run(spec.engine_config(plan.scale, o.extra), runs, validate=True)
+            if suggestion is None:
+                return None
+            params = {k: to_python(v["value"]) for k, v in suggestion.config.items()}
+            point = self._make_point(spec, len(suggested), params, plan.out_dir)
+            if point.run_id in known or point.run_id in actives or point.run_id in result.outcomes:
+                runs.append(_sweep_run_from_params(params, "finished"))
+                continue
+            suggested.append(point)
+            return point
+        return None
+
+
+def _records_in(sweep_dir: Path) -> dict:
+    out = {}
+    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
+        summary = records.read_summary(path.parent)
+        if summary:
+            out[summary.get("run_id", path.parent.name)] = summary
+    return out
+
+
+_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running"}
+
+
+def _sweep_run(spec: SweepSpec, summary: dict):
+    engine = sweeps_engine()
+    config = summary.get("config") or {}
+    params = {k: {"value": config.get(k)} for k in spec.parameters}
+    metrics = {k: v for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    return engine.SweepRun(name=summary.get("run_id"), state=_STATE.get(summary.get("status"), "running"),
+                           config=params, summaryMetrics=metrics)
+
+
+def _sweep_run_from_params(params: dict, state: str):
+    engine = sweeps_engine()
+    return engine.SweepRun(state=state, config={k: {"value": v} for k, v in params.items()})
+
+
+def _install_sigterm():
+    """SIGTERM (scheduler preemption) stops the executor like Ctrl-C: runs stay resumable."""
+    try:
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _restore_sigterm(old) -> None:
+    if old is not None:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, old)
+
+
+# --- the index ---------------------------------------------------------------------------------
+def write_index(plan: SweepPlan, suggested: Sequence[Point], options: ExecutorOptions) -> dict:
+    """``<sweep dir>/sweep.json``, rebuilt from the run records and written atomically."""
+    spec = plan.spec
+    path = plan.sweep_dir / "sweep.json"
+    points = plan.points if spec.method == "grid" else list(suggested)
+    entries, counts = [], {}
+    if spec.method != "grid":  # other executors' suggestions stay listed
+        old = _read_json(path)
+        mine = {p.run_id for p in points}
+        entries += [e for e in (old or {}).get("points", []) if e.get("run_id") not in mine]
+    cache: dict = {}
+    for p in points:
+        if p.run_id not in cache:
+            cache[p.run_id] = records.read_summary(p.run_dir)
+        summary = cache[p.run_id]
+        status = summary.get("status", "running") if summary else "pending"
+        entries.append({"index": p.index, "params": p.params, "run_id": p.run_id, "status": status,
+                        "metric": _metric_of(summary, spec.metric_name)})
+    seen = set()
+    for e in entries:
+        if e["run_id"] not in seen:
+            seen.add(e["run_id"])
+            counts[e["status"]] = counts.get(e["status"], 0) + 1
+    index = {
+        "sweep": spec.name,
+        "file": str(spec.path),
+        "file_hash": spec.file_hash,
+        "method": spec.method,
+        "metric": {"name": spec.metric_name, "goal": spec.metric_goal},
+        "command": ["ablate", spec.subcommand, *spec.base_args, "${args}"],
+        "scale": plan.scale,
+        "suite": plan.out_dir.name,
+        "max_runs": options.max_runs,
+        "extra": options.extra,
+        "n_points": len(entries),
+        "n_runs": len(seen),
+        "counts": counts,
+        "needs": sorted(plan.needs),
+        "updated_at": _now(),
+        "points": entries,
+    }
+    records.atomic_write_text(path, json.dumps(to_python(index), indent=2, default=str))
+    return index
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_sweeps(paths: Sequence[str | Path], options: ExecutorOptions | None = None,
+               run_fn: RunFn | str | None = None) -> list[SweepResult]:
+    """Run sweep files on the local executor, in dependency order (q5_pretrain before q5_finetune)."""
+    return Executor(options, run_fn).run(paths)
+
+
+def run_sweep(path: str | Path, options: ExecutorOptions | None = None,
+              run_fn: RunFn | str | None = None) -> SweepResult:
+    return run_sweeps([path], options, run_fn)[0]

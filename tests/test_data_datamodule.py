@@ -1,0 +1,160 @@
+"""build_datamodule for every task: batch keys of docs/ARCHITECTURE.md, caching, seeding."""
+
+import time
+from typing import get_args
+
+import datasets
+import pytest
+import torch
+
+from transformer_ablations.config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, DataConfig, ModelConfig, RunConfig, Task
+from transformer_ablations.data import build_datamodule
+from transformer_ablations.data.prepare import prepare
+
+datasets.disable_progress_bars()
+
+KEYS = {
+    "mlm": {"input_ids", "attention_mask", "segment_ids", "labels"},
+    "mlm_nsp": {"input_ids", "attention_mask", "segment_ids", "labels", "nsp_labels"},
+    "causal": {"input_ids", "attention_mask", "labels"},
+    "encoder_decoder": {"src_ids", "src_mask", "tgt_in_ids", "tgt_mask", "labels", "src_len"},
+    "decoder": {"input_ids", "attention_mask", "prefix_len", "labels", "src_len"},
+    "classification": {"input_ids", "attention_mask", "segment_ids", "labels"},
+}
+MASKS = {"attention_mask", "src_mask", "tgt_mask"}
+
+
+def _cases():
+    cases = []
+    for task in get_args(Task):
+        if task == "corpus":
+            cases += [(task, "mlm", "encoder"), (task, "mlm_nsp", "encoder"), (task, "causal", "decoder")]
+        elif task in SEQ2SEQ_TASKS:
+            cases += [(task, "seq2seq", "encoder_decoder"), (task, "seq2seq", "decoder")]
+        else:
+            assert task in CLASSIFICATION_TASKS
+            cases += [(task, "none", "encoder")]
+    return cases
+
+
+def _cfg(tmp_path, task, objective="none", arch="encoder", seed=0, **data):
+    kw = dict(task=task, seq_len=32, n_train=48, n_val=12, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    kw.update(data)
+    return RunConfig(objective=objective, seed=seed, model=ModelConfig(arch=arch), data=DataConfig(**kw))
+
+
+@pytest.mark.parametrize("task,objective,arch", _cases())
+def test_every_task_gives_batches_with_the_contract_keys(tmp_path, task, objective, arch):
+    multiples = [2] if task not in ("single", "pair") else []
+    cfg = _cfg(tmp_path, task, objective, arch, eval_length_multiples=multiples)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    kind = objective if task == "corpus" else ("classification" if task in CLASSIFICATION_TASKS else arch)
+    want = KEYS[kind]
+    assert dm.val_names == ["val"] + [f"val_len{m}x" for m in multiples]
+    loaders = dm.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == len(dm.val_names)
+    V = dm.tokenizer.vocab_size
+    for name, loader in [("train", dm.train_dataloader())] + list(zip(dm.val_names, loaders)):
+        batch = next(iter(loader))
+        assert set(batch) == want, (name, set(batch) ^ want)
+        for k, v in batch.items():
+            assert v.dtype == (torch.bool if k in MASKS else torch.long), k
+        B = batch["labels"].shape[0]
+        assert B == 8
+        limit = cfg.data.seq_len * (int(name[7:-1]) if name.startswith("val_len") else 1)
+        for k in ("input_ids", "src_ids", "tgt_in_ids"):
+            if k in batch:
+                assert batch[k].shape[0] == B and batch[k].shape[1] <= limit
+                assert int(batch[k].max()) < V and int(batch[k].min()) >= 0
+        if kind == "classification":
+            assert dm.num_classes == {"order": 2, "retrieval": 16, "single": 2, "pair": 2}[task]
+            assert batch["labels"].shape == (B,) and int(batch["labels"].max()) < dm.num_classes
+        else:
+            assert dm.num_classes is None
+            lab = batch["labels"]
+            assert ((lab == -100) | ((lab >= 0) & (lab < V))).all() and (lab != -100).any()
+        if name.startswith("val_len") and task != "corpus":  # longer than anything in training
+            seq = batch.get("input_ids", batch.get("src_ids"))
+            assert seq.shape[1] > cfg.data.seq_len // 2
+
+
+def test_second_setup_is_a_cache_hit_and_fast(tmp_path):
+    cfg = _cfg(tmp_path, "corpus", "mlm_nsp", n_train=200)
+    first = build_datamodule(cfg)
+    first.setup()
+    assert not first.prepared.from_cache
+    t = time.perf_counter()
+    second = build_datamodule(cfg)
+    second.setup()
+    assert second.prepared.from_cache and time.perf_counter() - t < 2.0
+    assert second.prepared.path == first.prepared.path
+    assert second.datasets["train"][:] == first.datasets["train"][:]
+    assert second.tokenizer == first.tokenizer
+    other = build_datamodule(_cfg(tmp_path, "corpus", "mlm_nsp", n_train=201))
+    other.setup()
+    assert other.prepared.path != first.prepared.path
+
+
+def test_data_is_fixed_across_seeds_while_the_seed_drives_shuffling_and_masks(tmp_path):
+    def first_batch(seed):
+        dm = build_datamodule(_cfg(tmp_path, "corpus", "mlm", seed=seed))
+        dm.setup()
+        return dm, next(iter(dm.train_dataloader()))
+
+    dm0, b0 = first_batch(0)
+    dm0b, b0b = first_batch(0)
+    dm1, b1 = first_batch(1)
+    assert dm0.datasets["train"][:] == dm1.datasets["train"][:]  # same data for every seed
+    for k in b0:
+        assert torch.equal(b0[k], b0b[k])  # reproducible
+    assert not torch.equal(b0["labels"], b1["labels"])
+    v1 = next(iter(dm0.val_dataloader()[0]))
+    v2 = next(iter(dm0.val_dataloader()[0]))
+    assert torch.equal(v1["labels"], v2["labels"]) and torch.equal(v1["input_ids"], v2["input_ids"])
+
+
+def test_pretrained_tokenizer_is_reused_for_fine_tuning(tmp_path):
+    pre = build_datamodule(_cfg(tmp_path, "corpus", "mlm_nsp"))
+    pre.setup()
+    for task in ("single", "pair"):
+        ft = build_datamodule(_cfg(tmp_path, task, pair_format="concat"), tokenizer=pre.tokenizer)
+        ft.setup()
+        assert ft.tokenizer is pre.tokenizer
+        batch = next(iter(ft.train_dataloader()))
+        assert not (batch["input_ids"] == pre.tokenizer.unk_id).any()
+        if task == "pair":
+            assert batch["segment_ids"].eq(0).all()  # concat format
+
+
+def test_file_sources_through_the_datamodule(tmp_path):
+    d = tmp_path / "glue"
+    d.mkdir()
+    words = "good bad fine awful great poor nice dull".split()
+    (d / "train.tsv").write_text("sentence1\tsentence2\tlabel\n" + "".join(
+        f"the movie was {words[i % 8]}\tit felt {words[(i * 3) % 8]}\t{i % 2}\n" for i in range(60)))
+    (d / "dev.tsv").write_text("sentence1\tsentence2\tlabel\n" + "".join(
+        f"a {words[i % 8]} film\tquite {words[i % 5]}\t{i % 2}\n" for i in range(10)))
+    dm = build_datamodule(_cfg(tmp_path, "pair", source=f"file:{d}", vocab_size=80, n_train=0))
+    dm.setup()
+    assert dm.num_classes == 2 and len(dm.datasets["train"]) == 60 and len(dm.datasets["val"]) == 10
+    batch = next(iter(dm.val_dataloader()[0]))
+    assert set(batch) == KEYS["classification"] and (batch["segment_ids"] == 1).any()
+    txt = tmp_path / "story.txt"
+    txt.write_text("\n\n".join(
+        "\n".join(f"The {words[(i + j) % 8]} story number {i} goes on and on for line {j}." for j in range(8))
+        for i in range(40)))
+    for objective, arch in (("causal", "decoder"), ("mlm_nsp", "encoder")):
+        dm = build_datamodule(_cfg(tmp_path, "corpus", objective, arch, source=f"file:{txt}", vocab_size=80,
+                                   n_train=20, eval_length_multiples=[2]))
+        dm.setup()
+        assert dm.val_names == ["val", "val_len2x"]
+        assert 50 < dm.tokenizer.vocab_size <= 80
+        batch = next(iter(dm.train_dataloader()))
+        assert set(batch) == KEYS[objective]
+        if objective == "causal":
+            assert batch["input_ids"].shape == (8, 32)
+            assert next(iter(dm.val_dataloader()[1]))["input_ids"].shape[1] == 64
+    ds = prepare(_cfg(tmp_path, "corpus", "causal", "decoder", source=f"file:{txt}", vocab_size=80,
+                      n_train=20, eval_length_multiples=[2]))
+    assert ds.from_cache

@@ -1,0 +1,406 @@
+"""The report end to end on hand-made run records (no training, no network, no /work/shared),
+and validation of claims files."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from transformer_ablations.config import ConfigError
+from transformer_ablations.report import build_report, load_claims, log_report_to_wandb
+from transformer_ablations.report.collect import (
+    collect_runs,
+    collect_wandb,
+    expected_points,
+    group_runs,
+    sweep_grid,
+    sweep_rules,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CLAIMS = REPO / "experiments" / "claims.yaml"
+SEEDS = [0, 1, 2]
+
+# the sweeps table of docs/ARCHITECTURE.md
+SWEEPS = {
+    "q1_scaling": {"model.attention.scaling": ["sqrt_dk", "none", "qk_norm"], "model.head_dim": [16, 256]},
+    "q2_positional": {"model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"],
+                      "model.arch": ["encoder", "decoder"]},
+    "q3_attention": {"model.arch": ["encoder_decoder", "decoder"], "model.cross_attention": ["full", "pooled"],
+                     "data.task": ["reverse", "translate"]},
+    "q4_additive": {"model.attention.kind": ["dot", "additive"], "model.attention.scaling": ["sqrt_dk", "none"],
+                    "model.head_dim": [16, 256]},
+    "q5_pretrain": {"objective": ["mlm_nsp", "mlm", "causal"]},
+    "q5_finetune": {"objective": ["mlm_nsp", "mlm", "causal", "none"], "data.task": ["single", "pair"]},
+    "q6_cls_sep": {"finetune.pooling": ["cls", "mean", "max"], "finetune.mode": ["full", "probe"],
+                   "objective": ["mlm_nsp", "mlm"]},
+}
+
+
+def write_sweeps(d: Path, sweeps: dict = SWEEPS, when: dict | None = None) -> Path:
+    """Sweep files shaped like sweeps/*.yaml (command with --config, a fixed scale), and their experiments."""
+    d.mkdir(parents=True, exist_ok=True)
+    exp_dir = d.parent / "experiments"
+    exp_dir.mkdir(exist_ok=True)
+    for name, params in sweeps.items():
+        spec = {"name": name, "method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
+                "command": ["${env}", "ablate", "fit", "--config", f"experiments/{name}.yaml", "${args}"],
+                "parameters": {**{k: {"values": v} for k, v in params.items()}, "seed": {"values": SEEDS},
+                               "scale": {"value": "quick"}}}
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        exp = {"experiment": name, "model": {"arch": "encoder"}, "when": (when or {}).get(name, [])}
+        (exp_dir / f"{name}.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    return d
+
+
+def _noise(cfg: dict, seed: int) -> float:
+    h = zlib.crc32(json.dumps(cfg, sort_keys=True).encode())
+    return 0.004 * (((h + 7 * seed) % 5) - 2)
+
+
+def _metrics(sweep: str, c: dict) -> dict:
+    """Smoke-like metrics with the effects the literature expects."""
+    if sweep == "q1_scaling":
+        bad = c["model.attention.scaling"] == "none" and c["model.head_dim"] == 256
+        acc = 0.6 if bad else 0.9
+        return {"val/acc": acc, "val/loss": 1.0 - acc, "attn/entropy": 0.3 if bad else 0.7,
+                "attn/logit_std": 9.0 if bad else 1.0, "attn/max_prob": 0.9 if bad else 0.4}
+    if sweep == "q2_positional":
+        pos, arch = c["model.positional"], c["model.arch"]
+        if arch == "encoder" and pos == "none":
+            return {"val/acc": 0.5, "val/loss": 0.693, "val_len2x/acc": 0.5, "val_len4x/acc": 0.5,
+                    "val_len2x/loss": 0.693, "val_len4x/loss": 0.693}
+        acc = 0.93 if pos == "none" else 0.95
+        far = {"learned": 0.6, "sinusoidal": 0.7, "rope": 0.75, "alibi": 0.9, "none": 0.88}[pos]
+        return {"val/acc": acc, "val/loss": 1 - acc, "val_len2x/acc": (acc + far) / 2, "val_len4x/acc": far,
+                "val_len2x/loss": 1 - (acc + far) / 2, "val_len4x/loss": 1 - far}
+    if sweep == "q3_attention":
+        pooled = c["model.arch"] == "encoder_decoder" and c["model.cross_attention"] == "pooled"
+        by_len = {8: 0.8, 16: 0.4, 32: 0.1} if pooled else {8: 0.95, 16: 0.9, 32: 0.85}
+        out = {f"val/exact_match_src{L}": v for L, v in by_len.items()}
+        out["val/exact_match"] = sum(by_len.values()) / 3
+        out["val/token_acc"] = out["val/exact_match"] + 0.05
+        out["val/loss"] = 1 - out["val/exact_match"]
+        return out
+    if sweep == "q4_additive":
+        bad = c["model.attention.kind"] == "dot" and c["model.attention.scaling"] == "none" and c["model.head_dim"] == 256
+        acc = 0.6 if bad else 0.9
+        return {"val/acc": acc, "val/loss": 1 - acc}
+    if sweep == "q5_pretrain":
+        out = {"val/loss": 3.0, "val/acc": 0.3}
+        if c["objective"] == "mlm_nsp":
+            out["val/nsp_acc"] = 0.8
+        return out
+    if sweep == "q5_finetune":
+        obj, task = c["objective"], c["data.task"]
+        table = {"single": {"mlm_nsp": 0.85, "mlm": 0.85, "causal": 0.845, "none": 0.7},
+                 "pair": {"mlm_nsp": 0.8, "mlm": 0.8, "causal": 0.7, "none": 0.6}}
+        acc = table[task][obj]
+        return {"val/acc": acc, "val/f1": acc - 0.02, "val/mcc": 2 * acc - 1, "val/loss": 1 - acc}
+    if sweep == "q6_cls_sep":
+        pool, mode, obj = c["finetune.pooling"], c["finetune.mode"], c["objective"]
+        if mode == "full":
+            acc = {"cls": 0.85, "mean": 0.85, "max": 0.84}[pool]
+        else:
+            acc = {"cls": 0.6 if obj == "mlm" else 0.7, "mean": 0.78, "max": 0.75}[pool]
+        return {"val/acc": acc, "val/loss": 1 - acc}
+    raise KeyError(sweep)
+
+
+def write_run(root: Path, sweep: str, cfg: dict, metrics: dict, status: str = "finished", **extra) -> Path:
+    run_id = f"s{cfg['seed']}-{zlib.crc32(json.dumps(cfg, sort_keys=True).encode()):08x}"
+    d = root / sweep / run_id
+    d.mkdir(parents=True, exist_ok=True)
+    full_cfg = {"experiment": sweep, "scale": "smoke", "train.out_dir": str(root),
+                "finetune.pretrained": f"ckpt/s{cfg['seed']}", "model.cross_attention": "full", **cfg}
+    summary = {"run_id": run_id, "experiment": sweep, "status": status, "config": full_cfg, "config_hash": run_id[3:],
+               "metrics": metrics, "best": {}, "diverged_step": extra.get("diverged_step"),
+               "error": extra.get("error"), "wall_time_s": 1.0}
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def write_all_runs(root: Path) -> dict[tuple, Path]:
+    """One finished run per grid point and seed (decoder × pooled normalised to full, as the executor does)."""
+    dirs = {}
+    for sweep, params in SWEEPS.items():
+        keys = list(params)
+        for combo in itertools.product(*params.values()):
+            cfg = dict(zip(keys, combo))
+            if cfg.get("model.arch") == "decoder" and "model.cross_attention" in cfg:
+                cfg["model.cross_attention"] = "full"
+            for seed in SEEDS:
+                c = {**cfg, "seed": seed}
+                key = (sweep, *sorted((k, str(v)) for k, v in c.items()))
+                if key in dirs:
+                    continue
+                m = {k: (v + _noise(c, seed) if k.startswith(("val", "attn")) else v) for k, v in _metrics(sweep, cfg).items()}
+                if sweep == "q2_positional" and cfg["model.arch"] == "encoder" and cfg["model.positional"] == "none":
+                    m = _metrics(sweep, cfg)  # exactly chance: permutation invariance
+                dirs[key] = write_run(root, sweep, c, m)
+    return dirs
+
+
+def write_attention_cost(root: Path) -> None:
+    rows = []
+    for T in (64, 128, 256, 512, 1024):
+        for rep in range(3):
+            j = 1 + 0.02 * rep
+            rows.append({"kind": "dot_sdpa", "T": T, "d_k": 64, "repeat": rep, "time_ms": 0.01 * T * j,
+                         "peak_mem_mb": 0.001 * T * j})
+            rows.append({"kind": "dot_reference", "T": T, "d_k": 64, "repeat": rep, "time_ms": 0.02 * T * j,
+                         "peak_mem_mb": 0.00002 * T * T * j})
+            rows.append({"kind": "additive", "T": T, "d_k": 64, "repeat": rep, "time_ms": 0.0005 * T * T * (2 - j / 2),
+                         "peak_mem_mb": 0.001 * T * T * j})
+    (root / "q4_attention_cost.json").write_text(json.dumps({"rows": rows}))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    sweeps_dir = write_sweeps(base / "sweeps")
+    root = base / "runs" / "smoke"
+    dirs = write_all_runs(root)
+    write_attention_cost(root)
+    # a missing grid point, a diverged run, a failed run, a corrupt record
+    removed = dirs[("q2_positional", ("model.arch", "decoder"), ("model.positional", "rope"), ("seed", "1"))]
+    shutil.rmtree(removed)
+    div = dirs[("q1_scaling", ("model.attention.scaling", "none"), ("model.head_dim", "256"), ("seed", "2"))]
+    s = json.loads((div / "summary.json").read_text())
+    s.update(status="diverged", diverged_step=137)
+    (div / "summary.json").write_text(json.dumps(s))
+    failed = dirs[("q6_cls_sep", ("finetune.mode", "probe"), ("finetune.pooling", "max"), ("objective", "mlm"),
+                   ("seed", "0"))]
+    s = json.loads((failed / "summary.json").read_text())
+    s.update(status="failed", error="RuntimeError: out of memory\ntraceback...", metrics={})
+    (failed / "summary.json").write_text(json.dumps(s))
+    (root / "q6_cls_sep" / "s9-broken").mkdir()
+    (root / "q6_cls_sep" / "s9-broken" / "summary.json").write_text("{not json")
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    report = build_report(base / "runs", "smoke", base / "reports", CLAIMS, sweeps_dir, console=console)
+    return {"base": base, "report": report, "md": report.read_text(), "console": console.file.getvalue(),
+            "html": (report.parent / "report.html").read_text(),
+            "verdicts": {v["id"]: v for v in json.loads((report.parent / "verdicts.json").read_text())}}
+
+
+# --- the built report --------------------------------------------------------------------
+def test_report_has_every_section_and_figure(built):
+    md, report = built["md"], built["report"]
+    assert report.name == "report.md" and report.parent.name == "smoke"
+    for heading in ("# Transformer ablations", "## Summary of claims", "## Q1", "## Q2", "## Q3", "## Q4", "## Q5",
+                    "## Q6", "## Imprecise wordings", "## Missing and diverged runs", "Divergence",
+                    "BERT Table 5 style"):
+        assert heading in md, heading
+    figs = report.parent / "figures"
+    for name in ("q1_scaling", "q2_order_acc", "q2_length", "q3_length", "q4_quality", "q4_cost", "q5_table",
+                 "q6_pooling"):
+        png = figs / f"{name}.png"
+        assert png.is_file() and png.stat().st_size > 1000, name
+        assert f"figures/{name}.png" in md
+
+
+def test_summary_table_lists_every_claim_with_a_verdict(built):
+    md = built["md"]
+    claims = load_claims(CLAIMS, built["base"] / "sweeps")
+    table = md.split("## Summary of claims")[1].split("\n## ")[0]
+    for c in claims:
+        assert f"[{c.id}](#{c.id})" in table
+    assert "measured effect ± 95% CI" in table and "literature" in table
+    assert set(built["verdicts"]) == {c.id for c in claims}
+
+
+def test_verdicts_follow_the_hand_made_effects(built):
+    v = built["verdicts"]
+    expected_supported = [
+        "q1_unscaled_worse_dk256", "q1_unscaled_higher_loss_dk256", "q1_no_gap_dk16", "q1_gap_grows_with_dk",
+        "q1_unscaled_lower_entropy_dk256", "q1_qk_norm_beats_unscaled_dk256", "q2_encoder_none_at_chance",
+        "q2_encoder_learned_beats_none", "q2_decoder_none_above_chance", "q2_decoder_none_close_to_learned",
+        "q2_alibi_extrapolates_better_than_learned",
+        "q3_pooled_cross_worse_reverse", "q3_pooled_gap_grows_with_length_reverse",
+        "q3_full_cross_equiv_prefix_decoder_translate", "q4_dot_sdpa_faster", "q4_dot_speed_gap_grows_with_T",
+        "q4_dot_less_memory", "q4_scaled_dot_equiv_additive_dk16", "q4_additive_beats_unscaled_dot_dk256",
+        "q5_pretrained_beats_none_pair", "q5_mlm_equiv_mlm_nsp_pair", "q5_mlm_beats_causal_pair",
+        "q5_nsp_learned", "q6_probe_mean_beats_cls_mlm", "q6_nsp_narrows_cls_gap", "q6_full_cls_equiv_mean",
+    ]
+    wrong = {k: v[k]["verdict"] for k in expected_supported if v[k]["verdict"] != "supported"}
+    assert not wrong, wrong
+    assert not [k for k, x in v.items() if x["verdict"] == "contradicted"]
+    # learned vs sinusoidal differ by seed noise only: the 95% CI [-0.022, 0.030] pokes out of ±0.03
+    assert v["q2_learned_equiv_sinusoidal"]["verdict"] == "not resolved"
+    # the diverged run (unscaled, d_k=256, seed 2) still counts with its last metrics: paired over 3 seeds
+    assert v["q1_unscaled_worse_dk256"]["n"] == 3 and v["q1_unscaled_worse_dk256"]["method"] == "paired"
+    # rope/decoder seed 1 was deleted: not part of any claim, but q2 learned-vs-none remains paired
+    assert v["q2_encoder_learned_beats_none"]["method"] == "paired"
+    # log-scale claims read as ratios, also in the reason
+    assert v["q4_dot_sdpa_faster"]["effect_text"].startswith("18.7×") and "×" in v["q4_dot_sdpa_faster"]["reason"]
+
+
+def test_console_prints_the_verdict_table(built):
+    out = built["console"]
+    assert "Verdicts (smoke)" in out and "q1_unscaled_worse_dk256" in out
+    assert "supported, 0 contradicted, 1 not resolved" in out
+
+
+def test_missing_diverged_failed_and_corrupt_runs_are_listed(built):
+    section = built["md"].split("## Missing and diverged runs")[1]
+    assert "model.positional=rope, model.arch=decoder, seed=1" in section
+    assert "finetune.pooling=max, finetune.mode=probe, objective=mlm, seed=0" in section  # failed: missing
+    assert "diverged" in section and "137" in section
+    assert "RuntimeError: out of memory" in section and "traceback" not in section
+    assert "s9-broken" in section and "not valid JSON" in section
+    # decoder × pooled is normalised to decoder × full: never listed as missing
+    assert "model.arch=decoder, model.cross_attention=pooled" not in section
+    # the q1 divergence table counts the diverged run
+    q1 = built["md"].split("## Q1")[1].split("\n## ")[0]
+    assert "| none | 256 | 3 | 1 | 33% | 137 |" in q1
+
+
+def test_html_is_self_contained(built):
+    html = built["html"]
+    assert html.count("data:image/png;base64,") == 8
+    assert "src='figures/" not in html and "http://" not in html and "https://" not in html
+    assert "<table>" in html and "v-supported" in html and "Missing and diverged runs" in html
+
+
+def test_imprecision_notes_show_the_data(built):
+    section = built["md"].split("## Imprecise wordings")[1].split("\n## ")[0]
+    assert "permutation-EQUIVARIANT" in section and "causal mask" in section and "differentiable" in section
+    assert "*Data:*" in section and "supported" in section
+
+
+def test_q5_table_in_markdown(built):
+    q5 = built["md"].split("## Q5")[1].split("\n## ")[0]
+    assert "| objective | single acc | single MCC | pair acc | pair F1 | NSP acc (pretraining) |" in q5
+    assert "| mlm_nsp | 0.8" in q5
+
+
+# --- errors ------------------------------------------------------------------------------
+def test_no_runs_is_a_config_error(tmp_path):
+    sweeps_dir = write_sweeps(tmp_path / "sweeps")
+    with pytest.raises(ConfigError, match=r"no run records under .*runs/quick: run `make sweep .*` or `make quick`"):
+        build_report(tmp_path / "runs", "quick", tmp_path / "reports", CLAIMS, sweeps_dir, console=False)
+
+
+def test_runs_of_another_sweep_only_names_what_was_found(tmp_path):
+    sweeps_dir = write_sweeps(tmp_path / "sweeps")
+    write_run(tmp_path / "runs" / "quick", "my_other_sweep", {"seed": 0}, {"val/acc": 0.5})
+    with pytest.raises(ConfigError, match="only for sweep.*my_other_sweep"):
+        build_report(tmp_path / "runs", "quick", tmp_path / "reports", CLAIMS, sweeps_dir, console=False)
+
+
+def test_partial_runs_still_build_and_note_missing_data(tmp_path):
+    sweeps_dir = write_sweeps(tmp_path / "sweeps")
+    root = tmp_path / "runs" / "quick"
+    for seed in SEEDS:
+        for scaling in ("sqrt_dk", "none"):
+            c = {"model.attention.scaling": scaling, "model.head_dim": 256, "seed": seed}
+            write_run(root, "q1_scaling", c, _metrics("q1_scaling", c))
+    report = build_report(tmp_path / "runs", "quick", tmp_path / "reports", CLAIMS, sweeps_dir, console=False)
+    md = report.read_text()
+    assert "no run records for sweep q3_attention" in md
+    assert "no attention-cost benchmark" in md
+    assert "model.attention.scaling=qk_norm, model.head_dim=16, seed=0" in md  # listed as missing
+    for png in (report.parent / "figures").glob("*.png"):
+        assert png.stat().st_size > 0
+    assert len(list((report.parent / "figures").glob("*.png"))) == 8
+
+
+# --- claims validation -------------------------------------------------------------------
+GOOD = {"id": "ok", "question": "q1", "claim": "x", "sweep": "q1_scaling", "metric": "val/acc",
+        "higher_is_better": True,
+        "compare": {"a": {"model.attention.scaling": "sqrt_dk"}, "b": {"model.attention.scaling": "none"}},
+        "condition": {"model.head_dim": 256}, "expect": "a_better",
+        "literature": {"direction": "d", "anchor": "Vaswani 2017"}}
+
+
+def _claims_file(tmp_path, **changes) -> Path:
+    entry = json.loads(json.dumps(GOOD))
+    for k, v in changes.items():
+        entry[k] = v
+    p = tmp_path / "claims.yaml"
+    p.write_text(yaml.safe_dump({"claims": [entry]}))
+    return p
+
+
+def test_valid_claims_file_loads(tmp_path):
+    sweeps_dir = write_sweeps(tmp_path / "sweeps")
+    (c,) = load_claims(_claims_file(tmp_path), sweeps_dir)
+    assert c.id == "ok" and c.condition == {"model.head_dim": 256} and c.orient == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"compare": {"a": {"model.attention.scaler": "sqrt_dk"}, "b": {"model.attention.scaling": "none"}}},
+         "unknown key 'model.attention.scaler'"),
+        ({"compare": {"a": {"model.attention.scaling": "sqrt"}, "b": {"model.attention.scaling": "none"}}},
+         r"model.attention.scaling=sqrt is not a valid value \(valid: sqrt_dk, none, dk, learned, qk_norm\)"),
+        ({"sweep": "q9_nothing"}, "sweep 'q9_nothing' does not exist"),
+        ({"condition": {"model.head_dim": 512}}, r"model.head_dim=512 is not in sweep q1_scaling's grid \(16, 256\)"),
+        ({"expect": "a_much_better"}, "expect='a_much_better' must be one of"),
+        ({"expect": "equivalent"}, "needs 'margin'"),
+        ({"metric": "accuracy"}, "is not a metric key"),
+        ({"literature": {"direction": "d"}}, "literature needs 'direction' and 'anchor'"),
+    ],
+)
+def test_invalid_claims_raise_one_line_config_error(tmp_path, changes, message):
+    sweeps_dir = write_sweeps(tmp_path / "sweeps")
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_claims(_claims_file(tmp_path, **changes), sweeps_dir)
+    assert "\n" not in str(exc.value) and "claim 'ok'" in str(exc.value)
+
+
+def test_repo_claims_cover_every_question_and_validate_against_the_documented_sweeps(tmp_path):
+    claims = load_claims(CLAIMS, write_sweeps(tmp_path / "sweeps"))
+    assert {c.question for c in claims} == {"q1", "q2", "q3", "q4", "q5", "q6"}
+    assert all(sum(c.question == q for c in claims) >= 3 for q in ("q1", "q2", "q3", "q4", "q5", "q6"))
+    assert {c.expect for c in claims} >= {"a_better", "equivalent", "a_at_chance", "gap_grows"}
+
+
+@pytest.mark.skipif(not any((REPO / "sweeps").glob("*.yaml")), reason="sweeps/*.yaml not written yet")
+def test_repo_claims_validate_against_the_real_sweep_files():
+    claims = load_claims(CLAIMS, REPO / "sweeps")
+    assert len(claims) >= 30
+
+
+# --- collection helpers ------------------------------------------------------------------
+def test_group_runs_ignores_seed_and_per_run_paths(tmp_path):
+    root = tmp_path / "runs" / "s"
+    for seed in SEEDS:
+        write_run(root, "q1_scaling", {"model.attention.scaling": "none", "seed": seed}, {"val/acc": 0.5})
+    groups = group_runs(collect_runs(tmp_path / "runs", "s").runs)
+    assert len(groups) == 1 and len(next(iter(groups.values()))) == 3
+
+
+def test_expected_points_normalise_decoder_pooled():
+    pts = expected_points({"model.arch": ["encoder_decoder", "decoder"], "model.cross_attention": ["full", "pooled"]})
+    assert len(pts) == 3
+
+
+def test_expected_points_follow_the_experiment_when_blocks(tmp_path):
+    rule = [{"if": {"model.arch": "decoder"}, "set": {"model.positional": "none"}}]
+    sweeps_dir = write_sweeps(tmp_path / "sweeps", {"toy": {"model.arch": ["encoder", "decoder"],
+                                                            "model.positional": ["none", "learned"]}},
+                              when={"toy": rule})
+    base, rules = sweep_rules(sweeps_dir / "toy.yaml")
+    assert rules == [({"model.arch": "decoder"}, {"model.positional": "none"})] and base["model.arch"] == "encoder"
+    grid = sweep_grid(sweeps_dir / "toy.yaml")
+    assert grid["scale"] == ["quick"]
+    pts = expected_points(grid, rules, base)  # decoder x learned -> decoder x none; scale is not a dimension
+    assert len(pts) == 3 * len(SEEDS) and all("scale" not in p for p in pts)
+
+
+def test_wandb_paths_fail_cleanly_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(ConfigError, match="needs online wandb"):
+        collect_wandb("me/proj/abc123")
+    assert log_report_to_wandb(tmp_path / "report.md") is None
+    assert "not logging" in capsys.readouterr().out

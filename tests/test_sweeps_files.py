@@ -1,0 +1,90 @@
+"""The seven sweep files of the repository: the sweeps table of docs/ARCHITECTURE.md, and each
+one validates against its experiment file (schema, vocabulary, every grid point parses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transformer_ablations.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# sweep -> (subcommand, metric, goal, {parameter: values}) -- docs/ARCHITECTURE.md, "Sweeps"
+TABLE = {
+    "q1_scaling": ("fit", "val/acc", "maximize", {
+        "model.attention.scaling": ["sqrt_dk", "none", "qk_norm"], "model.head_dim": [16, 256]}),
+    "q2_positional": ("fit", "val/acc", "maximize", {
+        "model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"], "model.arch": ["encoder", "decoder"]}),
+    "q3_attention": ("fit", "val/exact_match", "maximize", {
+        "model.arch": ["encoder_decoder", "decoder"], "model.cross_attention": ["full", "pooled"],
+        "data.task": ["reverse", "translate"]}),
+    "q4_additive": ("fit", "val/acc", "maximize", {
+        "model.attention.kind": ["dot", "additive"], "model.attention.scaling": ["sqrt_dk", "none"],
+        "model.head_dim": [16, 256]}),
+    "q5_pretrain": ("fit", "val/loss", "minimize", {"objective": ["mlm_nsp", "mlm", "causal"]}),
+    "q5_finetune": ("finetune", "val/acc", "maximize", {
+        "objective": ["mlm_nsp", "mlm", "causal", "none"], "data.task": ["single", "pair"]}),
+    "q6_cls_sep": ("finetune", "val/acc", "maximize", {
+        "finetune.pooling": ["cls", "mean", "max"], "finetune.mode": ["full", "probe"], "objective": ["mlm_nsp", "mlm"]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_sweep_file_matches_the_sweeps_table(name):
+    sub, metric, goal, grid = TABLE[name]
+    raw = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())
+    assert raw["method"] == "grid"
+    assert raw["metric"] == {"name": metric, "goal": goal}
+    assert raw["command"] == ["${env}", "ablate", sub, "--config", f"experiments/{name}.yaml", "${args}"]
+    params = raw["parameters"]
+    assert params.pop("seed") == {"values": [0, 1, 2]}
+    assert params.pop("scale") == {"value": "quick"}
+    assert {k: v["values"] for k, v in params.items()} == grid
+    assert all("." in k or k == "objective" for k in params), "flat dotted names (wandb issue 4345)"
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_sweep_file_validates_against_its_experiment(name, monkeypatch):
+    from transformer_ablations.sweeps.validate import validate_sweep
+
+    monkeypatch.chdir(ROOT)
+    experiment = ROOT / "experiments" / f"{name}.yaml"
+    if not experiment.is_file():
+        pytest.fail(f"experiments/{name}.yaml is missing: sweeps/{name}.yaml runs it (the experiment files are "
+                    "written alongside the training code)")
+    for scale in ("smoke", "quick", "full"):
+        try:
+            spec = validate_sweep(ROOT / "sweeps" / f"{name}.yaml", scale=scale)
+        except ConfigError as err:
+            pytest.fail(f"sweeps/{name}.yaml at --scale {scale}: {err}")
+        assert spec.name == name and spec.method == "grid"
+
+
+def test_q3_decoder_points_normalise_to_one_run(monkeypatch):
+    """decoder x pooled is made decoder x full by the experiment's `when:` block: 24 points, 18 runs."""
+    from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
+
+    monkeypatch.chdir(ROOT)
+    try:
+        plan = Executor(ExecutorOptions(scale="smoke", runs_dir="/nonexistent-runs")).plan(ROOT / "sweeps/q3_attention.yaml")
+    except ConfigError as err:
+        pytest.fail(f"q3 grid does not parse: {err} (a `when:` block must win over the sweep's --key=value flags)")
+    assert len(plan.points) == 24
+    assert len(plan.runs) == 18
+    assert sum(len(p.aliases) for p in plan.runs) == 6
+
+
+def test_q5_and_q6_run_after_q5_pretrain(monkeypatch, tmp_path):
+    from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
+    from transformer_ablations.sweeps.validate import resolve_sweep_files
+
+    monkeypatch.chdir(ROOT)
+    files = resolve_sweep_files(["q6_cls_sep", "q5"])  # q5 -> q5_finetune, q5_pretrain (alphabetical)
+    plans = Executor(ExecutorOptions(scale="smoke", runs_dir=tmp_path, max_runs=1)).plan_all(files)
+    order = [p.spec.name for p in plans]
+    assert order.index("q5_pretrain") < order.index("q5_finetune")
+    assert order.index("q5_pretrain") < order.index("q6_cls_sep")
+    assert not any(tmp_path.iterdir()), "planning writes nothing"
