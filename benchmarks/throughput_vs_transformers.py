@@ -30,7 +30,7 @@ from pathlib import Path
 import _common  # noqa: F401  (sys.path)
 import torch
 
-from transformer_ablations.bench.timing import alternate, fmt_table, median
+from transformer_ablations.bench.timing import alternate, fmt_table
 
 SIZES = dict(vocab=8000, d_model=256, n_layers=4, n_heads=4, d_ff=1024, T=128, batch=32)
 
@@ -179,19 +179,22 @@ def main(argv: list[str] | None = None) -> dict:
             budget_s=args.budget_s,
         )
         tokens = args.batch * SIZES["T"]
-        med = {n: median(ts) for n, ts in times.items()}
-        base = next(n for n in med if n.startswith("hf ") and "compile" not in n)
-        rows = [
-            [n, f"{built[n][1] / 1e6:.2f}M", med[n] * 1e3, tokens / med[n], med[base] / med[n],
-             f"{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}", len(ts)]
-            for n, ts in times.items()
-        ]
-        print(f"\n[{kind}] train step, tokens/s (median of repeats; ratio = hf step time / this step time)")
-        print(fmt_table(["model", "params", "step_ms", "tokens/s", "x vs hf", "range_ms", "n"], rows))
-        print(f"({time.perf_counter() - t0:.0f} s incl. build {warm_t0 - t0:.0f} s)")
-        result[kind] = {n: {"step_ms": med[n] * 1e3, "tokens_per_s": tokens / med[n],
-                            "ratio_vs_hf": med[base] / med[n], "times_ms": [x * 1e3 for x in times[n]]}
-                        for n in med}
+        base = next(n for n in built if n.startswith("hf ") and "compile" not in n)
+        rows, result[kind] = [], {}
+        for n in built:
+            wall, cpu = times.median(n), times.median(n, "cpu")
+            ratio, cpu_ratio = times.median(base) / wall, times.median(base, "cpu") / cpu
+            ws = times.wall[n]
+            rows.append([n, f"{built[n][1] / 1e6:.2f}M", wall * 1e3, tokens / wall, ratio, cpu * 1e3, cpu_ratio,
+                         f"{min(ws) * 1e3:.0f}-{max(ws) * 1e3:.0f}", len(ws)])
+            result[kind][n] = {"step_ms": wall * 1e3, "tokens_per_s": tokens / wall, "ratio_vs_hf": ratio,
+                               "cpu_ms": cpu * 1e3, "cpu_ratio_vs_hf": cpu_ratio,
+                               "wall_ms": [x * 1e3 for x in ws], "cpu_ms_all": [x * 1e3 for x in times.cpu[n]]}
+        print(f"\n[{kind}] one train step (fwd+bwd+AdamW), median of repeats; x = hf time / this time")
+        print(fmt_table(["model", "params", "wall_ms", "tokens/s", "x wall", "cpu_ms", "x cpu", "wall range", "n"],
+                        rows))
+        print(f"({time.perf_counter() - t0:.0f} s incl. build+compile {warm_t0 - t0:.0f} s; "
+              "cpu = process user+sys time, steadier on a shared machine)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -63,20 +63,21 @@ def test_mlm_masking_is_80_10_10_over_15_percent_and_spares_specials_and_padding
     assert abs(n_rand / n_chosen - 0.1) < 0.025
 
 
-def test_mlm_masks_are_seeded_rank_dependent_and_fixed_for_validation(tok):
+def test_mlm_masks_are_a_function_of_seed_example_and_pass(tok):
     rng = random.Random(1)
     exs = [{"a_ids": r, "b_ids": [], "nsp_label": 1, "idx": i} for i, r in enumerate(_rand_rows(rng, 16, 10, 30, tok))]
-    a = MLMCollator(tok, 64, seed=3, rank=0)(exs)
-    b = MLMCollator(tok, 64, seed=3, rank=0)(exs)
-    c = MLMCollator(tok, 64, seed=3, rank=1)(exs)
-    d = MLMCollator(tok, 64, seed=4, rank=0)(exs)
+    a = MLMCollator(tok, 64, seed=3)(exs)
+    b = MLMCollator(tok, 64, seed=3)(exs)
+    d = MLMCollator(tok, 64, seed=4)(exs)
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
-    assert not torch.equal(a["labels"], c["labels"]) and not torch.equal(a["labels"], d["labels"])
-    val = MLMCollator(tok, 64, seed=3, deterministic=True)
+    assert not torch.equal(a["labels"], d["labels"])
+    second_pass = MLMCollator(tok, 64, seed=3)([{**ex, "pass": 1} for ex in exs])
+    assert not torch.equal(a["labels"], second_pass["labels"])  # dynamic masking: each pass masks anew
+    val = MLMCollator(tok, 64, seed=3)
     v1 = val(exs)
     v2 = val(exs)  # same masks on every validation pass ...
     assert torch.equal(v1["labels"], v2["labels"])
-    v3 = val(exs[4:8])  # ... and whatever the batching
+    v3 = val(exs[4:8])  # ... and whatever the batching (workers, DDP ranks)
     assert torch.equal(v3["labels"][:, : v1["labels"].shape[1]], v1["labels"][4:8, : v3["labels"].shape[1]])
 
 

@@ -7,7 +7,14 @@ import datasets
 import pytest
 import torch
 
-from transformer_ablations.config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, DataConfig, ModelConfig, RunConfig, Task
+from transformer_ablations.config import (
+    CLASSIFICATION_TASKS,
+    SEQ2SEQ_TASKS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    Task,
+)
 from transformer_ablations.data import build_datamodule
 from transformer_ablations.data.prepare import prepare
 
@@ -103,7 +110,7 @@ def test_data_is_fixed_across_seeds_while_the_seed_drives_shuffling_and_masks(tm
         return dm, next(iter(dm.train_dataloader()))
 
     dm0, b0 = first_batch(0)
-    dm0b, b0b = first_batch(0)
+    _, b0b = first_batch(0)
     dm1, b1 = first_batch(1)
     assert dm0.datasets["train"][:] == dm1.datasets["train"][:]  # same data for every seed
     for k in b0:
@@ -130,7 +137,7 @@ def test_pretrained_tokenizer_is_reused_for_fine_tuning(tmp_path):
 def test_file_sources_through_the_datamodule(tmp_path):
     d = tmp_path / "glue"
     d.mkdir()
-    words = "good bad fine awful great poor nice dull".split()
+    words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull"]
     (d / "train.tsv").write_text("sentence1\tsentence2\tlabel\n" + "".join(
         f"the movie was {words[i % 8]}\tit felt {words[(i * 3) % 8]}\t{i % 2}\n" for i in range(60)))
     (d / "dev.tsv").write_text("sentence1\tsentence2\tlabel\n" + "".join(

@@ -44,14 +44,21 @@ def test_corpus_documents_are_coherent_and_order_carries_meaning():
         assert len(set().union(*ents)) <= 3  # one document talks about its three entities
         topic = {t for t, (ns, _) in syn.TOPICS.items() if set().union(*ents) <= set(ns)}
         assert len(topic) == 1
-        # one mood per document: polarity of every clause (verb polarity XOR never) agrees
-        pols = set()
+        # one mood per document: polarity of every clause (verb polarity XOR never) and of every
+        # non-neutral adjective agrees, and each entity keeps its adjective
+        pols, bound = set(), {}
         for s in doc:
             w = s.split()
             verbs = [x for x in w if x in syn.VERBS]
             if verbs:
                 pols.add((verbs[0] in syn.POS_VERBS) ^ (syn.NEGATOR in w))
-        assert len(pols) <= 1
+            pols |= {x in syn.POS_ADJ for x in w if x in syn.POS_ADJ + syn.NEG_ADJ}
+            for i, x in enumerate(w[:-1]):
+                if x in syn.POS_ADJ + syn.NEG_ADJ and w[i + 1] in nouns:
+                    assert bound.setdefault(w[i + 1], x) == x
+        assert len(pols) == 1
+    _, topics = syn.corpus(50, seed=0, min_sents=4, max_sents=6, return_topics=True)
+    assert len(topics) == 50 and set(topics) <= set(range(len(syn.TOPICS)))
 
 
 def test_order_twins_share_their_bag_and_labels_are_balanced():
@@ -136,17 +143,28 @@ def test_single_label_is_polarity_and_train_split_holds_out_verbs():
             w = ex["text"].split()
             verb = next(x for x in w if x in syn.VERBS)
             assert ex["label"] == int((verb in syn.POS_VERBS) ^ (syn.NEGATOR in w))
-    used = lambda data: {x for ex in data for x in ex["text"].split() if x in syn.VERBS}  # noqa: E731
+    used = lambda data: {x for ex in data for x in ex["text"].split() if x in syn.VERBS}
     assert len(used(train)) == 24 and len(used(val)) == 32
 
 
-def test_pair_label_needs_both_segments():
-    data = syn.pair(300, seed=0)
-    assert Counter(ex["label"] for ex in data) == Counter({0: 150, 1: 150})
+def _polarity(text: str) -> int:
+    w = text.split()
+    verb = next(x for x in w if x in syn.VERBS)
+    return int((verb in syn.POS_VERBS) ^ (syn.NEGATOR in w))
+
+
+def test_pair_label_is_agreement_and_needs_both_segments():
+    data = syn.pair(400, seed=0)
+    assert Counter(ex["label"] for ex in data) == Counter({0: 200, 1: 200})
     nouns = set(syn.NOUNS)
     for ex in data:
+        assert ex["label"] == int(_polarity(ex["text_a"]) == _polarity(ex["text_b"]))
         a = {w for w in ex["text_a"].split() if w in nouns}
         b = {w for w in ex["text_b"].split() if w in nouns}
-        assert ex["label"] == int(bool(a & b))
-        topic_a = {t for t, (ns, _) in syn.TOPICS.items() if a <= set(ns)}
-        assert b <= set(syn.TOPICS[topic_a.pop()][0])  # same topic either way
+        assert a & b  # always about a shared entity: overlap says nothing
+    # neither segment alone predicts the label
+    for seg in ("text_a", "text_b"):
+        agree = sum(_polarity(ex[seg]) == ex["label"] for ex in data) / len(data)
+        assert 0.4 < agree < 0.6
+    verbs = lambda d: {x for ex in d for k in ("text_a", "text_b") for x in ex[k].split() if x in syn.VERBS}  # noqa: E731
+    assert len(verbs(data)) == 24 and len(verbs(syn.pair(400, seed=0, split="val"))) == 32

@@ -78,8 +78,9 @@ def test_bytes_and_pickle_round_trip_encode_identically():
         assert back.encode(text) == tok.encode(text) == pick.encode(text)
     assert back.hash == tok.hash and back.vocab_size == tok.vocab_size
     with pytest.raises(ConfigError, match="special ids"):
-        import sentencepiece as spm  # a model with other special ids is refused
         import io
+
+        import sentencepiece as spm  # a model with other special ids is refused
 
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXTS), model_writer=buf, vocab_size=60,

@@ -11,6 +11,20 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Timings:
+    """Seconds per call, one entry per repeat: ``wall`` (perf_counter) and ``cpu`` (this process's user +
+    system time over all its threads). On a machine shared with other jobs, ``wall`` also counts the
+    time the job was descheduled; ``cpu`` does not, so its ratios are the steadier ones."""
+
+    wall: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str, clock: str = "wall") -> float:
+        return statistics.median(getattr(self, clock)[name])
 
 
 def alternate(
@@ -20,30 +34,32 @@ def alternate(
     warmup: int = 1,
     sync: Callable[[], None] | None = None,
     budget_s: float | None = None,
-) -> dict[str, list[float]]:
-    """-> {name: [seconds per call, one per repeat]}. ``warmup`` calls of each contender are run first
-    and not timed. Repeats stop early (after at least 2) once ``budget_s`` of wall time is spent."""
+) -> Timings:
+    """Time each contender ``repeats`` times, ``calls_per_repeat`` calls a time, alternating (who goes
+    first rotates each repeat). ``warmup`` calls of each contender run first and are not timed. Repeats
+    stop early (after at least 2) once ``budget_s`` of wall time is spent."""
     names = list(contenders)
     for name in names:
         for _ in range(warmup):
             contenders[name]()
         if sync:
             sync()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    out = Timings({n: [] for n in names}, {n: [] for n in names})
     start = time.perf_counter()
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             fn = contenders[name]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(calls_per_repeat):
                 fn()
             if sync:
                 sync()
-            times[name].append((time.perf_counter() - t0) / calls_per_repeat)
+            out.wall[name].append((time.perf_counter() - t0) / calls_per_repeat)
+            out.cpu[name].append((time.process_time() - c0) / calls_per_repeat)
         if budget_s is not None and r >= 1 and time.perf_counter() - start > budget_s:
             break
-    return times
+    return out
 
 
 def median(xs: list[float]) -> float:

@@ -4,7 +4,7 @@
 
 from transformer_ablations.data.tokenizer import Tokenizer
 
-__all__ = ["Tokenizer", "build_datamodule", "AblationDataModule"]
+__all__ = ["AblationDataModule", "Tokenizer", "build_datamodule"]
 
 
 def __getattr__(name):

@@ -3,15 +3,16 @@
 Plain torch. Every batch is padded to its own longest row (dynamic padding) and rows are
 truncated to ``max_len``. Masks are bool (True = real token); ignored labels are -100.
 
-Randomness (MLM masking) comes from a ``torch.Generator`` seeded by (seed, rank, dataloader
-worker), so a run is reproducible given its seed and DDP ranks / workers mask differently.
-With ``deterministic=True`` (validation) every example is masked from its own ``idx`` and the
-seed, so each validation pass sees the same masks whatever the batching.
+Randomness (MLM masking) is a pure function of (seed, example ``idx``, training ``pass``): the
+same masks whatever the batching, the number of dataloader workers or DDP ranks, and after a
+resume. Training examples carry the pass over the data they come from (``data.sampling``), so
+each pass masks anew (dynamic masking, RoBERTa); validation examples have no pass, so every
+validation sees the same masks.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -27,12 +28,6 @@ def _mix(*xs: int) -> int:
         h = (h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
     return h & 0x7FFFFFFFFFFFFFFF
-
-
-def current_rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
 
 
 def pad_2d(rows: Sequence[Sequence[int]], value: int, dtype=torch.long) -> torch.Tensor:
@@ -52,26 +47,7 @@ def truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], l
     return a, b
 
 
-class _Seeded:
-    """Holds a generator seeded by (seed, rank, worker id), created lazily in the worker."""
-
-    def __init__(self, seed: int, rank: int | None = None):
-        self.seed = int(seed)
-        self.rank = rank
-        self._gen: torch.Generator | None = None
-        self._worker: int | None = None
-
-    def generator(self) -> torch.Generator:
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
-        if self._gen is None or worker != self._worker:
-            rank = current_rank() if self.rank is None else self.rank
-            self._gen = torch.Generator().manual_seed(_mix(self.seed, rank, worker))
-            self._worker = worker
-        return self._gen
-
-
-class MLMCollator(_Seeded):
+class MLMCollator:
     """``[CLS] A [SEP] B [SEP]`` (or ``[CLS] A [SEP]`` when B is empty) with BERT masking.
 
     Examples: ``{"a_ids", "b_ids", "nsp_label", "idx"}``. ``nsp=True`` adds ``nsp_labels``.
@@ -81,13 +57,12 @@ class MLMCollator(_Seeded):
     """
 
     def __init__(self, tokenizer: Tokenizer, max_len: int, mlm_probability: float = 0.15, nsp: bool = False,
-                 seed: int = 0, rank: int | None = None, deterministic: bool = False):
-        super().__init__(seed, rank)
+                 seed: int = 0):
+        self.seed = int(seed)
         self.tok = tokenizer
         self.max_len = max_len
         self.p = mlm_probability
         self.nsp = nsp
-        self.deterministic = deterministic
         specials = torch.tensor(sorted(tokenizer.special_ids))
         self.special = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
         self.special[specials] = True
@@ -109,19 +84,13 @@ class MLMCollator(_Seeded):
         input_ids = pad_2d(ids, t.pad_id)
         attention_mask = pad_2d([[1] * len(r) for r in ids], 0, torch.bool)
         segment_ids = pad_2d(segs, 0)
-        if self.deterministic:  # each row's draws depend only on (seed, idx): same masks at every validation
-            width, rows_u, rows_r, rows_rnd = input_ids.shape[1], [], [], []
-            for ex in examples:
-                g = torch.Generator().manual_seed(_mix(self.seed, 7, int(ex["idx"])))
-                rows_u.append(torch.rand(self.max_len, generator=g)[:width])
-                rows_r.append(torch.rand(self.max_len, generator=g)[:width])
-                rows_rnd.append(torch.randint(len(self.normal_ids), (self.max_len,), generator=g)[:width])
-            u, r, rnd = torch.stack(rows_u), torch.stack(rows_r), torch.stack(rows_rnd)
-        else:
-            g = self.generator()
-            u = torch.rand(input_ids.shape, generator=g)
-            r = torch.rand(input_ids.shape, generator=g)
-            rnd = torch.randint(len(self.normal_ids), input_ids.shape, generator=g)
+        width, rows_u, rows_r, rows_rnd = input_ids.shape[1], [], [], []
+        for ex in examples:  # each row's draws depend only on (seed, idx[, pass])
+            g = torch.Generator().manual_seed(_mix(self.seed, 7, int(ex["idx"]), *([ex["pass"]] if "pass" in ex else [])))
+            rows_u.append(torch.rand(self.max_len, generator=g)[:width])
+            rows_r.append(torch.rand(self.max_len, generator=g)[:width])
+            rows_rnd.append(torch.randint(len(self.normal_ids), (self.max_len,), generator=g)[:width])
+        u, r, rnd = torch.stack(rows_u), torch.stack(rows_r), torch.stack(rows_rnd)
         input_ids, labels = mask_tokens(input_ids, attention_mask, self.special, self.normal_ids, self.p,
                                         self.tok.mask_id, u, r, rnd)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "segment_ids": segment_ids,

@@ -31,9 +31,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from transformer_ablations.config import ConfigError
 
@@ -201,7 +201,7 @@ def _hold_out_docs(docs: list[list[str]], source: str) -> tuple[list[list[str]],
             raise ConfigError(f"data.source={source}: corpus too short: a single sentence cannot make train and val")
         k = max(1, int(len(sents) * VAL_FRACTION))
         return [sents[:-k]], [sents[-k:]]
-    k = max(1, int(round(len(docs) * VAL_FRACTION)))
+    k = max(1, round(len(docs) * VAL_FRACTION))
     return docs[:-k], docs[-k:]
 
 
@@ -295,7 +295,7 @@ def _shuffle_split(rows: list, source: str) -> tuple[list, list]:
         raise ConfigError(f"data.source={source}: only {len(rows)} example; need at least 2 to hold out a val split")
     rows = list(rows)
     random.Random(SPLIT_SEED).shuffle(rows)
-    k = max(1, int(round(len(rows) * VAL_FRACTION)))
+    k = max(1, round(len(rows) * VAL_FRACTION))
     return rows[:-k], rows[-k:]
 
 

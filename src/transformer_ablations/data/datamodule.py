@@ -5,29 +5,25 @@ corpus and seq2seq tasks), ``val_names`` (the order of ``val_dataloader()``'s li
 ``["val", "val_len2x", "val_len4x"]``), ``kind`` (mlm, mlm_nsp, causal, seq2seq,
 classification) and ``datasets`` (split name -> ``datasets.Dataset``).
 
-Batches follow docs/ARCHITECTURE.md. ``cfg.seed`` drives the train shuffle and the MLM masks
-(offset by the DDP rank and the dataloader worker); the data themselves are fixed
-(:data:`~transformer_ablations.data.prepare.DATA_SEED`). Validation MLM masks are a function of
-(seed, example), identical at every validation.
+Batches follow docs/ARCHITECTURE.md. ``cfg.seed`` drives the train order and the MLM masks;
+the data themselves are fixed (:data:`~transformer_ablations.data.prepare.DATA_SEED`). One
+training "epoch" is ``train.val_every`` steps of an endless stream of seeded passes
+(``data.sampling``), so a run resumed at an epoch boundary continues bit-identically, and the
+global batch (``data.batch_size``) is split over DDP ranks, whatever their number.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from transformer_ablations.config import RunConfig
-from transformer_ablations.data.collate import (
-    ClassificationCollator,
-    CausalCollator,
-    MLMCollator,
-    Seq2SeqCollator,
-    current_rank,
-)
+from transformer_ablations.data.collate import CausalCollator, ClassificationCollator, MLMCollator, Seq2SeqCollator
 from transformer_ablations.data.prepare import Prepared, prepare
+from transformer_ablations.data.sampling import StreamBatchSampler, StreamDataset
 from transformer_ablations.data.tokenizer import Tokenizer
 
 
@@ -64,14 +60,13 @@ class AblationDataModule(L.LightningDataModule):
         self.setup()
         return self.tokenizer.vocab_size
 
-    def collator(self, split: str, rank: int | None = None) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
-        """The collate function for a split (train: random masks; val splits: fixed masks)."""
+    def collator(self, split: str) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+        """The collate function for a split."""
         self.setup()
         d, tok = self.cfg.data, self.tokenizer
         max_len = self.prepared.max_lens[split]
         if self.kind in ("mlm", "mlm_nsp"):
-            return MLMCollator(tok, max_len, d.mlm_probability, nsp=self.kind == "mlm_nsp", seed=self.cfg.seed,
-                               rank=rank, deterministic=split != "train")
+            return MLMCollator(tok, max_len, d.mlm_probability, nsp=self.kind == "mlm_nsp", seed=self.cfg.seed)
         if self.kind == "causal":
             return CausalCollator(tok, max_len)
         if self.kind == "seq2seq":
@@ -79,29 +74,32 @@ class AblationDataModule(L.LightningDataModule):
             return Seq2SeqCollator(tok, max_len, mode)
         return ClassificationCollator(tok, max_len, d.pair_format)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        d = self.cfg.data
-        gen = None
-        if shuffle:
-            gen = torch.Generator().manual_seed(int(self.cfg.seed) * 1000 + current_rank())
-        return DataLoader(
-            self.datasets[split],
-            batch_size=d.batch_size,
-            shuffle=shuffle,
-            generator=gen,
-            collate_fn=self.collator(split),
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            drop_last=False,
-        )
+    def _loader(self, split: str, dataset=None, **kwargs) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        # the loader's own generator: creating an iterator must not draw from the global RNG that
+        # dropout uses, or a resumed run (which creates one more iterator) would drift
+        return DataLoader(self.datasets[split] if dataset is None else dataset, collate_fn=self.collator(split),
+                          num_workers=workers, persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.cfg.seed), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader("train", shuffle=True)
+        rank, world = _rank_and_world()
+        if self.cfg.data.batch_size % world:
+            raise ValueError(f"data.batch_size={self.cfg.data.batch_size} is not divisible by {world} devices")
+        sampler = StreamBatchSampler(self.cfg.data.batch_size // world, self.cfg.train.val_every, rank, world)
+        stream = StreamDataset(self.datasets["train"], self.cfg.seed)
+        return self._loader("train", dataset=stream, batch_sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
-        return [self._loader(name, shuffle=False) for name in self.val_names]
+        return [self._loader(name, batch_size=self.cfg.data.batch_size, shuffle=False) for name in self.val_names]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def build_datamodule(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> AblationDataModule:

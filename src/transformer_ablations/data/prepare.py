@@ -22,9 +22,9 @@ import os
 import random
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from filelock import FileLock
 
@@ -39,6 +39,7 @@ CACHE_VERSION = "data-v1"
 SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort")
 LENGTH_TASKS = ("corpus", "order", "retrieval", "reverse", "sort", "translate")
 RETRIEVAL_VALUES = 16
+NSP_SAME_TOPIC = 0.5  # synthetic corpus: share of NSP negatives drawn from another document of the same topic
 MIN_SEQ_LEN = {"corpus": 8, "order": 6, "retrieval": 8, "reverse": 5, "sort": 5, "translate": 11,
                "single": 4, "pair": 6}
 
@@ -119,17 +120,24 @@ def _range(task: str, length: int, m: int) -> tuple[int, int]:
 
 # --- corpus examples ----------------------------------------------------------------------
 def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, nsp: bool,
-                  n_max: int | None) -> dict[str, list]:
+                  n_max: int | None, groups: list[int] | None = None, same_group_p: float = 0.5) -> dict[str, list]:
     """BERT-style segment pairs from tokenized documents (lists of sentences of ids).
 
     Sentences of a document are gathered until ``budget`` tokens, then split at a random
     sentence boundary into A and B (the true continuation). With ``nsp``, half of the pairs
     get a B taken from another random document instead (``nsp_label=0``; the unused
-    sentences are put back, as in BERT). Without ``nsp`` B is always the continuation (empty when
+    sentences are put back, as in BERT). With ``groups`` (a topic per document), a share
+    ``same_group_p`` of those other documents is drawn from the same topic (hard negatives). Without ``nsp`` B is always the continuation (empty when
     the chunk is one sentence). With ``nsp`` a chunk of one long sentence is cut inside it.
     """
     docs = [[s for s in d if s] for d in docs]
-    docs = [d for d in docs if d]
+    keep = [i for i, d in enumerate(docs) if d]
+    docs = [docs[i] for i in keep]
+    by_group: dict[int, list[int]] = {}
+    if groups is not None:
+        groups = [groups[i] for i in keep]
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
     out: dict[str, list] = {"a_ids": [], "b_ids": [], "nsp_label": []}
     for d, doc in enumerate(docs):
         i = 0
@@ -149,8 +157,13 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
             a = [t for s in chunk[:cut] for t in s]
             random_b = nsp and len(docs) >= 2 and rng.random() < 0.5
             if random_b:
-                j = rng.randrange(len(docs) - 1)
-                j += j >= d
+                same = by_group.get(groups[d], []) if groups is not None else []
+                if len(same) > 1 and rng.random() < same_group_p:  # a hard negative: same topic
+                    j = same[rng.randrange(len(same) - 1)]
+                    j = same[-1] if j == d else j
+                else:
+                    j = rng.randrange(len(docs) - 1)
+                    j += j >= d
                 other = docs[j]
                 k = rng.randrange(len(other))
                 b: list[int] = []
@@ -336,6 +349,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
     splits = {}
 
     if d.task == "corpus":
+        topics: dict[str, list[int]] = {}
         if synthetic_src:
             docs = {}
             for name in lengths:
@@ -344,7 +358,8 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                     docs[name] = _synthetic_stream_docs(n * Ln, seeds[name])
                 else:
                     lo = max(2, (Ln - 3) // 10)
-                    docs[name] = synthetic.corpus(n, seed=seeds[name], min_sents=lo, max_sents=max(lo + 1, (Ln - 3) // 5))
+                    docs[name], topics[name] = synthetic.corpus(n, seed=seeds[name], min_sents=lo,
+                                                                max_sents=max(lo + 1, (Ln - 3) // 5), return_topics=True)
         else:
             max_words = 3 * d.n_train * L if d.n_train > 0 else None
             tc = corpora.load_text_corpus(d.source, max_words)
@@ -364,7 +379,8 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
             if kind == "causal":
                 cols = causal_examples(tdocs, lengths[name], tok.eos_id, n_max)
             else:
-                cols = pair_examples(tdocs, lengths[name] - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max)
+                cols = pair_examples(tdocs, lengths[name] - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max,
+                                     groups=topics.get(name), same_group_p=NSP_SAME_TOPIC)
             got = len(next(iter(cols.values())))
             _check_count(cfg, name, got, sizes[name], lengths[name], strict=(name == "train"))
             splits[name] = _dataset(cols)
@@ -387,7 +403,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
             ds = _tokenize_rows(rows, tok, {"source": "src_ids", "target": "tgt_ids"}, [])
             if not synthetic_src:  # drop pairs whose prefix-LM row (src [SEP] tgt) would not fit
                 limit = lengths[name]
-                ds = ds.filter(lambda s, t: 0 < len(s) and len(s) + len(t) + 1 <= limit,
+                ds = ds.filter(lambda s, t, limit=limit: 0 < len(s) and len(s) + len(t) + 1 <= limit,
                                input_columns=["src_ids", "tgt_ids"],
                                new_fingerprint=hashlib.sha256(f"{ds._fingerprint}:fit{limit}".encode()).hexdigest()[:16])
                 if sizes[name] > 0:
@@ -411,7 +427,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                 elif d.task == "single":
                     rows = synthetic.single(n, seed=seeds[name], split="train" if name == "train" else "val")
                 else:
-                    rows = synthetic.pair(n, seed=seeds[name])
+                    rows = synthetic.pair(n, seed=seeds[name], split="train" if name == "train" else "val")
                 raw[name] = [{"text_a": r.get("text", r.get("text_a")), "text_b": r.get("text_b"),
                               "label": r["label"]} for r in rows]
             num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2}[d.task]

@@ -9,10 +9,12 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
 8 positive / 8 negative / 8 neutral adjectives, the negator ``never``. A sentence's polarity
 is its verb's polarity, flipped by ``never`` ("the dog never helps the cat" is negative).
 
-- ``corpus``: documents about one topic, 3 entities with fixed adjectives and one mood (every
-  sentence has the document's polarity). Consecutive sentences share topic and entities, so
-  NSP (true next vs a random other document) and MLM are learnable; subject and object roles
-  are decided by word order (SVO).
+- ``corpus``: documents about one topic, 3 entities each with a fixed adjective of the
+  document's mood, and one mood (every clause has the document's polarity, negated verbs
+  included). Consecutive sentences share topic, entities, adjectives and mood, so NSP (true
+  next vs another document) and MLM are learnable; subject and object roles are decided by
+  word order (SVO). Predicting a masked adjective or verb needs the mood, i.e. composing
+  ``never`` with verb polarity, which is what ``single`` asks.
 - ``order`` (Q2): filler symbols plus the two markers ``A`` and ``B``; label 1 iff A comes
   before B. Examples come in twins with the same bag and opposite labels, so any
   permutation-invariant model scores exactly 50%.
@@ -24,14 +26,15 @@ is its verb's polarity, flipped by ``never`` ("the dog never helps the cat" is n
   distractors. The *train* split only uses 3/4 of the verbs, the val split uses all of them,
   so the held-out verbs must be understood from pretraining on ``corpus`` (where they occur
   with consistent mood).
-- ``pair`` (Q5/Q6): label 1 iff sentence B shares an entity (noun) with sentence A; both come
-  from the same topic, so only the cross-segment comparison decides.
+- ``pair`` (Q5/Q6): label 1 iff sentence B talks about the same topic as sentence A (nouns and
+  places of one of the 8 topics); neither segment alone decides it. Topic membership of the
+  nouns is what the corpus teaches, so pretraining pays off with few fine-tuning examples.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 # --- the world ----------------------------------------------------------------------------
 TOPICS: dict[str, tuple[list[str], list[str]]] = {
@@ -79,35 +82,42 @@ def _verb_for(rng: random.Random, polarity: int, verbs: Sequence[str] | None = N
     return ([NEGATOR, v] if negate else [v]), v
 
 
-def _document(rng: random.Random, n_sents: int) -> list[str]:
-    topic = rng.choice(list(TOPICS))
-    nouns, places = TOPICS[topic]
+def _document(rng: random.Random, n_sents: int) -> tuple[list[str], int]:
+    topic = rng.randrange(len(TOPICS))
+    nouns, places = list(TOPICS.values())[topic]
     mood = rng.randrange(2)
-    mood_adj = POS_ADJ if mood else NEG_ADJ
     ents = rng.sample(nouns, 3)
-    adj = {e: rng.choice(mood_adj + NEUTRAL_ADJ) for e in ents}
+    adj = {e: rng.choice(POS_ADJ if mood else NEG_ADJ) for e in ents}  # one mood adjective per entity
+
+    def np_(e: str) -> list[str]:  # the [neutral] MOOD-ADJ noun
+        return ["the"] + ([rng.choice(NEUTRAL_ADJ)] if rng.random() < 0.3 else []) + [adj[e], e]
+
     sents: list[str] = []
     for _ in range(n_sents):
         s, o = rng.sample(ents, 2)
         kind = rng.random()
         if kind < 0.5:  # the ADJ S VERB the ADJ O .
             vw, _ = _verb_for(rng, mood)
-            words = _np("the", adj[s], s) + vw + _np("the", adj[o], o) + ["."]
+            words = np_(s) + vw + np_(o) + ["."]
         elif kind < 0.75:  # the S VERB the O in the PLACE .
             vw, _ = _verb_for(rng, mood)
             words = ["the", s] + vw + ["the", o, "in", "the", rng.choice(places), "."]
-        elif kind < 0.9:  # the S is very ADJ .
+        elif kind < 0.9:  # the S is [very] ADJ .
             words = ["the", s, "is"] + (["very"] if rng.random() < 0.5 else []) + [adj[s], "."]
         else:  # the S and the O are in the PLACE .
             words = ["the", s, "and", "the", o, "are", "in", "the", rng.choice(places), "."]
         sents.append(" ".join(words))
-    return sents
+    return sents, topic
 
 
-def corpus(n_docs: int, seed: int = 1234, min_sents: int = 4, max_sents: int = 10) -> list[list[str]]:
-    """``n_docs`` documents, each a list of ``min_sents..max_sents`` sentences (strings)."""
+def corpus(n_docs: int, seed: int = 1234, min_sents: int = 4, max_sents: int = 10,
+           return_topics: bool = False):
+    """``n_docs`` documents, each a list of ``min_sents..max_sents`` sentences (strings).
+    With ``return_topics`` also the topic index of each document: ``(docs, topics)``."""
     rng = random.Random(f"corpus:{seed}")
-    return [_document(rng, rng.randint(min_sents, max_sents)) for _ in range(n_docs)]
+    out = [_document(rng, rng.randint(min_sents, max_sents)) for _ in range(n_docs)]
+    docs = [d for d, _ in out]
+    return (docs, [t for _, t in out]) if return_topics else docs
 
 
 # --- order (Q2) ---------------------------------------------------------------------------
@@ -268,9 +278,22 @@ def _split_verbs(holdout: float) -> tuple[list[str], list[str]]:
     """Verbs usable in the fine-tuning *train* split (fixed per polarity, seed-independent)."""
     keep = []
     for verbs in (POS_VERBS, NEG_VERBS):
-        k = len(verbs) - int(round(len(verbs) * holdout))
+        k = len(verbs) - round(len(verbs) * holdout)
         keep += verbs[:k]
     return keep, [v for v in VERBS if v not in keep]
+
+
+def _sentence(rng: random.Random, s: str, o: str, polarity: int, verbs: Sequence[str],
+              places: list[str]) -> str:
+    """``the [ADJ] S [never] VERB the [ADJ] O [in the PLACE] .`` with the given polarity;
+    adjectives are random distractors of any polarity."""
+    vw, _ = _verb_for(rng, polarity, verbs, neg_p=0.3)
+    a1 = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
+    a2 = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
+    words = _np("the", a1, s) + vw + _np("the", a2, o)
+    if rng.random() < 0.3:
+        words += ["in", "the", rng.choice(places)]
+    return " ".join(words + ["."])
 
 
 def single(n: int, seed: int = 1234, split: str = "train", holdout: float = 0.25) -> list[dict]:
@@ -280,55 +303,39 @@ def single(n: int, seed: int = 1234, split: str = "train", holdout: float = 0.25
     any other split draws from all verbs.
     """
     rng = random.Random(f"single:{split}:{seed}")
-    train_verbs, _ = _split_verbs(holdout)
-    verbs = train_verbs if split == "train" else VERBS
+    verbs = _split_verbs(holdout)[0] if split == "train" else VERBS
     out = []
     for i in range(n):
         label = i % 2 if n > 1 else rng.randrange(2)
         nouns, places = TOPICS[rng.choice(list(TOPICS))]
         s, o = rng.sample(nouns, 2)
-        vw, _ = _verb_for(rng, label, verbs, neg_p=0.3)
-        a1 = rng.choice(ADJECTIVES) if rng.random() < 0.7 else None
-        a2 = rng.choice(ADJECTIVES) if rng.random() < 0.7 else None
-        words = _np("the", a1, s) + vw + _np("the", a2, o)
-        if rng.random() < 0.3:
-            words += ["in", "the", rng.choice(places)]
-        out.append({"text": " ".join(words + ["."]), "label": label})
+        out.append({"text": _sentence(rng, s, o, label, verbs, places), "label": label})
     rng.shuffle(out)
     return out
 
 
-def _sentence(rng: random.Random, s: str, o: str, places: list[str]) -> str:
-    pol = rng.randrange(2)
-    vw, _ = _verb_for(rng, pol)
-    a1 = rng.choice(ADJECTIVES) if rng.random() < 0.5 else None
-    a2 = rng.choice(ADJECTIVES) if rng.random() < 0.5 else None
-    words = _np("the", a1, s) + vw + _np("the", a2, o)
-    if rng.random() < 0.3:
-        words += ["in", "the", rng.choice(places)]
-    return " ".join(words + ["."])
+def pair(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
+    """``{"text_a", "text_b", "label"}``: label 1 iff B talks about the same topic as A; balanced.
 
-
-def pair(n: int, seed: int = 1234) -> list[dict]:
-    """``{"text_a", "text_b", "label"}``: label 1 iff B mentions A's subject or object; balanced.
-
-    A and B are from the same topic; negatives use two other nouns of that topic, so the label
-    is only decided by comparing the nouns across the two segments.
+    Each sentence names two entities (and maybe a place) of its topic, with a random attitude and
+    random adjectives; negatives take B from another topic. The label is a relation between the
+    segments: neither segment alone tells it. Topic membership of the 48 nouns and 16 places is
+    what pretraining on ``corpus`` teaches, so with few fine-tuning examples a pretrained encoder
+    has the advantage. (``split`` only changes the random stream.)
     """
-    rng = random.Random(f"pair:{seed}")
+    rng = random.Random(f"pair:{split}:{seed}")
+    topics = list(TOPICS)
     out = []
     for i in range(n):
         label = i % 2 if n > 1 else rng.randrange(2)
-        nouns, places = TOPICS[rng.choice(list(TOPICS))]
-        x, y, *rest = rng.sample(nouns, len(nouns))
-        a = _sentence(rng, x, y, places)
-        if label:
-            shared = rng.choice([x, y])
-            other = rng.choice([z for z in nouns if z != shared])
-            s, o = (shared, other) if rng.random() < 0.5 else (other, shared)
-        else:
-            s, o = rng.sample(rest, 2)
-        out.append({"text_a": a, "text_b": _sentence(rng, s, o, places), "label": label})
+        ta = rng.choice(topics)
+        tb = ta if label else rng.choice([t for t in topics if t != ta])
+        sents = []
+        for t in (ta, tb):
+            nouns, places = TOPICS[t]
+            s, o = rng.sample(nouns, 2)
+            sents.append(_sentence(rng, s, o, rng.randrange(2), VERBS, places))
+        out.append({"text_a": sents[0], "text_b": sents[1], "label": label})
     rng.shuffle(out)
     return out
 

@@ -20,8 +20,8 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import sentencepiece as spm
 from filelock import FileLock
@@ -81,7 +81,7 @@ class Tokenizer:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Sequence[str], vocab_size: int, model_type: str = "unigram") -> "Tokenizer":
+    def train(cls, texts: Sequence[str], vocab_size: int, model_type: str = "unigram") -> Tokenizer:
         """Train a model in memory (no cache)."""
         return cls(_train_proto(texts, vocab_size, model_type))
 
@@ -92,7 +92,7 @@ class Tokenizer:
         vocab_size: int,
         cache_dir: str | os.PathLike,
         model_type: str = "unigram",
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """Load the model for these (texts, vocab_size, model_type) from the cache, or train and store it."""
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
@@ -102,7 +102,7 @@ class Tokenizer:
                                  name=f"{model_type}-{vocab_size}")
 
     @classmethod
-    def load_or_build(cls, key: str, build, cache_dir: str | os.PathLike, name: str = "tok") -> "Tokenizer":
+    def load_or_build(cls, key: str, build, cache_dir: str | os.PathLike, name: str = "tok") -> Tokenizer:
         """Cache primitive: ``cache_dir/tokenizers/<name>-<key>.model`` built once by ``build() -> bytes``."""
         d = Path(cache_dir) / "tokenizers"
         d.mkdir(parents=True, exist_ok=True)
@@ -121,11 +121,11 @@ class Tokenizer:
         return self._proto
 
     @classmethod
-    def from_bytes(cls, b: bytes) -> "Tokenizer":
+    def from_bytes(cls, b: bytes) -> Tokenizer:
         return cls(b)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+    def from_file(cls, path: str | os.PathLike) -> Tokenizer:
         return cls(Path(path).read_bytes())
 
     def __getstate__(self):

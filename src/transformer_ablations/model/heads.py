@@ -77,12 +77,99 @@ def predicted_positions(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
     return hidden[keep], labels[keep]
 
 
+# --- the token-level loss: vocabulary projection + cross-entropy, fused for training --------------
+FUSED_CE_CHUNK_ELEMENTS = 2**20  # logits per chunk of the fused loss (4 MiB in fp32: stays in cache)
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T + bias`` against ``targets`` over the N predicted tokens
+    (0, not NaN, when N = 0): hidden [N, D], weight [V, D], bias [V] or None, targets [N] -> scalar.
+
+    When a gradient is needed (training, fp32, no autocast) the [N, V] logits are never materialised:
+    :class:`LinearCrossEntropy` walks N in chunks of ``FUSED_CE_CHUNK_ELEMENTS // V`` rows, and
+    computes each chunk's loss *and* its gradients (``softmax - onehot``) while the chunk's logits are
+    in cache (the fused linear cross-entropy of Liger-Kernel, Hsu et al. 2024,
+    https://arxiv.org/abs/2410.10989). Otherwise (evaluation, autocast) it is the plain
+    ``F.cross_entropy(F.linear(...))``. Same value and gradients either way."""
+    n = targets.numel()
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    fusable = (
+        needs_grad
+        and n > 0
+        and hidden.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled(hidden.device.type)
+    )
+    if not fusable:
+        return F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum") / max(n, 1)
+    chunk = max(1, FUSED_CE_CHUNK_ELEMENTS // weight.shape[0])
+    return _fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
+
+
+@torch.compiler.disable  # a data-dependent Python loop: always eager (N varies from batch to batch)
+def _fused_linear_cross_entropy(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int
+):
+    return LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """``sum_i CE(hidden_i @ weight.T + bias, targets_i) / N``, its gradients computed in forward, chunk
+    by chunk: d loss / d logits = (softmax - onehot) / N, so per chunk of rows
+    ``grad_hidden = G @ weight``, ``grad_weight += G.T @ hidden``, ``grad_bias += G.sum(0)``.
+    Backward only scales them by the incoming gradient. Use :func:`linear_cross_entropy`."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int):
+        n = hidden.shape[0]
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_w = torch.zeros_like(weight) if want_w else None
+        grad_b = torch.zeros_like(bias) if want_b else None
+        total = hidden.new_zeros(())
+        rows = torch.arange(min(chunk, n), device=hidden.device)
+        for i in range(0, n, chunk):
+            h, t = hidden[i : i + chunk], targets[i : i + chunk]  # [c, D], [c]
+            c = h.shape[0]
+            logits = h @ weight.t()  # [c, V]
+            if bias is not None:
+                logits += bias
+            target_logit = logits.gather(1, t[:, None])  # [c, 1]
+            top = logits.amax(dim=-1, keepdim=True)  # [c, 1]
+            grad = logits.sub_(top).exp_()  # in place, one exp per logit: [c, V]
+            norm = grad.sum(dim=-1, keepdim=True)  # [c, 1]
+            total += (top + norm.log() - target_logit).sum()  # sum of logsumexp - target logit
+            grad.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
+            grad[rows[:c], t] -= 1.0 / n  # - onehot / N
+            if grad_h is not None:
+                torch.mm(grad, weight, out=grad_h[i : i + c])  # [c, V] @ [V, D]
+            if grad_w is not None:
+                grad_w.addmm_(grad.t(), h)  # [V, c] @ [c, D]
+            if grad_b is not None:
+                grad_b += grad.sum(0)
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+        ctx.present = (grad_h is not None, grad_w is not None, grad_b is not None)
+        return total / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_out if present else None for present in ctx.present]
+        return grads[0], grads[1], grads[2], None, None
+
+
 # --- heads --------------------------------------------------------------------------------------
 class LMHead(nn.Module):
     """Next-token logits with the output matrix tied to the token embedding (GPT-2; Press & Wolf 2017)."""
 
     def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
         return F.linear(hidden, embedding_weight)  # [..., D] -> [..., V]
+
+    def loss(self, hidden: Tensor, embedding_weight: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of ``forward(hidden)`` against targets, without [N, V] logits in training."""
+        return linear_cross_entropy(hidden, embedding_weight, None, targets)
 
 
 class MLMHead(nn.Module):
@@ -96,10 +183,16 @@ class MLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.apply(init_weights)
 
+    def transform(self, hidden: Tensor) -> Tensor:
+        """dense + GELU + LayerNorm, the part before the vocabulary projection: [..., D] -> [..., D]."""
+        return self.norm(F.gelu(self.dense(hidden)))
+
     def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
-        return F.linear(
-            self.norm(F.gelu(self.dense(hidden))), embedding_weight, self.bias
-        )  # [..., D] -> [..., V]
+        return F.linear(self.transform(hidden), embedding_weight, self.bias)  # [..., D] -> [..., V]
+
+    def loss(self, hidden: Tensor, embedding_weight: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of ``forward(hidden)`` against targets, without [N, V] logits in training."""
+        return linear_cross_entropy(self.transform(hidden), embedding_weight, self.bias, targets)
 
 
 class NSPHead(nn.Module):

@@ -8,6 +8,7 @@ pipeline shifts them): ``labels[:, t]`` is what position t must output, -100 whe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,10 +23,30 @@ from .transformer import Transformer
 @dataclass
 class TaskOutput:
     loss: Tensor  # scalar
-    logits: Tensor  # [N, C]: the predictions the main accuracy is computed on
+    # [N, C]: the predictions the main accuracy is computed on. Token-level models pass a function while
+    # training (their loss never materialises the [N, V] logits, see heads.linear_cross_entropy); it is
+    # called on first access of ``.logits``, without gradient.
+    logits: Tensor | Callable[[], Tensor]
     targets: Tensor  # [N]
     aux: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # e.g. {"nsp": ([B, 2], [B])}
     stats: list[dict] | None = None  # one dict per attention layer (return_stats=True)
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if name != "logits" or not callable(value):
+            return value
+        with torch.no_grad():
+            value = value()
+        object.__setattr__(self, "logits", value)
+        return value
+
+
+def token_logits(head: nn.Module, hidden: Tensor, weight: Tensor) -> Tensor | Callable[[], Tensor]:
+    """The logits of a tied token head: computed now when no gradient is being recorded (evaluation),
+    else deferred (training only reads the loss)."""
+    if torch.is_grad_enabled():
+        return lambda: head(hidden.detach(), weight.detach())
+    return head(hidden, weight)
 
 
 def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -50,8 +71,9 @@ class MaskedLM(nn.Module):
             return_stats=return_stats,
         )
         masked, targets = predicted_positions(hidden, batch["labels"])  # [N, D], [N]
-        logits = self.mlm_head(masked, self.backbone.tok_embedding.weight)  # [N, V]
-        loss, aux = token_loss(logits, targets), {}
+        weight = self.backbone.tok_embedding.weight
+        loss, aux = self.mlm_head.loss(masked, weight, targets), {}  # sparse: only the N masked tokens
+        logits = token_logits(self.mlm_head, masked, weight)  # [N, V]
         if self.nsp_head is not None:
             nsp_logits, nsp_labels = self.nsp_head(hidden), batch["nsp_labels"]  # [B, 2], [B]
             loss = loss + F.cross_entropy(nsp_logits, nsp_labels)
@@ -72,8 +94,9 @@ class CausalLM(nn.Module):
             batch["input_ids"], batch.get("attention_mask"), return_stats=return_stats
         )
         predicting, targets = predicted_positions(hidden, batch["labels"])  # [N, D], [N]
-        logits = self.lm_head(predicting, self.backbone.tok_embedding.weight)  # [N, V]
-        return TaskOutput(token_loss(logits, targets), logits, targets, {}, stats)
+        weight = self.backbone.tok_embedding.weight
+        loss = self.lm_head.loss(predicting, weight, targets)
+        return TaskOutput(loss, token_logits(self.lm_head, predicting, weight), targets, {}, stats)  # [N, V]
 
 
 # --- seq2seq: the two batch formats, each with its greedy decoder ------------------------------
@@ -170,8 +193,9 @@ class Seq2Seq(nn.Module):
     def forward(self, batch: dict[str, Tensor], return_stats: bool = False) -> TaskOutput:
         hidden, stats = self.backbone(**self.format.inputs(batch), return_stats=return_stats)
         predicting, targets = predicted_positions(hidden, batch["labels"])  # [N, D], [N]
-        logits = self.lm_head(predicting, self.backbone.tok_embedding.weight)  # [N, V]
-        return TaskOutput(token_loss(logits, targets), logits, targets, {}, stats)
+        weight = self.backbone.tok_embedding.weight
+        loss = self.lm_head.loss(predicting, weight, targets)
+        return TaskOutput(loss, token_logits(self.lm_head, predicting, weight), targets, {}, stats)  # [N, V]
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Tensor], max_new_tokens: int, bos_id: int, eos_id: int) -> Tensor:

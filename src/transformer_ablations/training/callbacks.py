@@ -25,7 +25,8 @@ class DivergenceGuard(L.Callback):
     """Ends the run at the first NaN/inf loss or gradient (before the optimizer applies it)."""
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
+        # every DDP rank must take the same decision, or the others wait forever in the next all-reduce
+        if trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False):
             raise RunDiverged(trainer.global_step, "loss")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -121,10 +122,13 @@ def _compute_dtype(trainer) -> torch.dtype:
 
 
 def _measure_step_flops(pl_module, batch: dict) -> float:
-    """Forward + backward FLOPs of one training step, counted by torch's FlopCounterMode."""
+    """Forward + backward FLOPs of one training step, counted by torch's FlopCounterMode. The RNG
+    is forked so this extra pass draws no dropout mask from the run's stream (resume stays exact)."""
     was_training = pl_module.net.training
+    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
     try:
-        flops = measure_flops(pl_module.net, lambda: pl_module.net(batch).loss, lambda loss: loss)
+        with torch.random.fork_rng(devices=devices):
+            flops = measure_flops(pl_module.net, lambda: pl_module.net(batch).loss, lambda loss: loss)
     finally:
         pl_module.net.zero_grad(set_to_none=True)
         pl_module.net.train(was_training)

@@ -77,7 +77,7 @@ class AblationModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         out = self.net(batch, return_stats=self.want_attention_stats)
         self.last_attention_stats = out.stats
-        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
         return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0):

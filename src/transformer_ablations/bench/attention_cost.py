@@ -1,0 +1,338 @@
+"""Q4's speed and memory evidence: one training step (forward + backward) of one self-attention layer
+per attention implementation and sequence length.
+
+Implementations (``kind``): ``dot_sdpa`` (the fast path, ``F.scaled_dot_product_attention``),
+``dot_reference`` (``softmax(q k^T * scale + bias) v`` with the probabilities materialised) and
+``additive`` (Bahdanau ``v_a . tanh(W_q q + W_k k)``, the package's chunked, recomputing kernel). The
+layer is the model's own :class:`~transformer_ablations.model.attention.SelfAttention` (fused QKV
+projection, attention, output projection), bidirectional, no padding, fp32, ``n_heads`` heads of
+``d_k``, input [batch, T, n_heads * d_k] that requires grad (as inside a network).
+
+- ``time_ms``: wall time of one step, a median-free raw figure per ``repeat`` (the report aggregates
+  repeats). Implementations alternate within each repeat (who goes first rotates) so load from other
+  processes hits all of them alike; fast steps are repeated until a timed block lasts ``min_time_s``
+  and divided.
+- ``peak_mem_mb``: peak memory the step allocates beyond what exists before it (parameters, input,
+  upstream gradient): activations kept for backward, transient buffers, gradients. On CUDA
+  ``torch.cuda.max_memory_allocated`` minus the allocation before the step. On CPU, where PyTorch has
+  no allocator statistics, the step runs once (untimed) under ``torch.profiler`` with
+  ``profile_memory=True``; every allocation and free of PyTorch's CPU allocator is recorded with the
+  allocator's running total ("Total Allocated"), and the figure is that total's maximum minus its value
+  before the step's first allocation. This counts everything the allocator hands out, transient
+  buffers inside kernels included (not memory that MKL/oneDNN allocate on their own, a few MB of GEMM
+  packing at most). The same figure is repeated in each repeat's row (it is deterministic).
+
+    python -m transformer_ablations.bench.attention_cost --out runs/quick/q4_attention_cost.json
+
+writes ``{"rows": [{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"}, ...], "meta": {...}}``
+and a PNG next to it (time and memory vs T, log-log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..config import AttentionConfig, ModelConfig
+from ..model.attention import AttentionContext, SelfAttention
+
+KINDS: dict[str, tuple[str, str]] = {  # kind -> (model.attention.kind, model.attention.impl)
+    "dot_sdpa": ("dot", "sdpa"),
+    "dot_reference": ("dot", "reference"),
+    "additive": ("additive", "sdpa"),
+}
+DEFAULT_KINDS = ("dot_sdpa", "dot_reference", "additive")
+DEFAULT_LENGTHS = (64, 128, 256, 512, 1024)
+MEMORY_METHOD = {
+    "cpu": "torch.profiler(profile_memory=True): max of the CPU allocator's running total minus its value before the step",
+    "cuda": "torch.cuda.max_memory_allocated() minus memory_allocated() before the step",
+}
+
+
+def layer_step(
+    kind: str,
+    t: int,
+    d_k: int = 64,
+    n_heads: int = 4,
+    batch: int = 2,
+    device: torch.device | str = "cpu",
+    causal: bool = False,
+    seed: int = 0,
+) -> Callable[[], None]:
+    """A zero-argument function running one forward + backward of one self-attention layer."""
+    device = torch.device(device)
+    score_kind, impl = KINDS[kind]
+    cfg = ModelConfig(
+        d_model=n_heads * d_k,
+        n_heads=n_heads,
+        head_dim=d_k,
+        dropout=0.0,
+        max_len=max(t, 1),
+        vocab_size=1,
+        attention=AttentionConfig(kind=score_kind, impl=impl),
+    )
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    layer = SelfAttention(cfg).to(device).train()
+    x = torch.randn(batch, t, cfg.d_model, generator=gen).to(device).requires_grad_()
+    grad_out = torch.randn(batch, t, cfg.d_model, generator=gen).to(device)
+    ctx = AttentionContext.build(None, None, None, t, device, causal=causal)
+
+    def step() -> None:
+        y, _ = layer(x, ctx)
+        y.backward(grad_out)
+        x.grad = None
+        for p in layer.parameters():
+            p.grad = None
+
+    return step
+
+
+def peak_memory_mb(step: Callable[[], None], device: torch.device | str) -> float:
+    """Peak memory (MiB) one call of ``step`` allocates beyond what is live before it (see module doc)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return _cpu_peak_memory_mb(step)
+
+
+def _cpu_peak_memory_mb(step: Callable[[], None]) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        events = json.loads(Path(path).read_text())["traceEvents"]
+    finally:
+        os.unlink(path)
+    memory = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0),
+        key=lambda e: e["ts"],
+    )
+    if not memory:
+        return float("nan")
+    first = memory[0]["args"]
+    before = first["Total Allocated"] - first["Bytes"]  # live before the step's first allocation
+    return (max(e["args"]["Total Allocated"] for e in memory) - before) / 2**20
+
+
+def measure(
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    d_k: int = 64,
+    n_heads: int = 4,
+    batch: int = 2,
+    repeats: int = 3,
+    device: str | torch.device | None = None,
+    causal: bool = False,
+    min_time_s: float = 0.05,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """-> rows ``{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"}``, one per kind x T x repeat."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"unknown attention kind {kind!r}; valid: {', '.join(KINDS)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    rows: list[dict] = []
+    for t in lengths:
+        steps = {k: layer_step(k, t, d_k, n_heads, batch, device, causal) for k in kinds}
+        calls, memory = {}, {}
+        for kind, step in steps.items():
+            t0 = time.perf_counter()
+            step()  # warm-up (allocator, kernels, caches), also sizes the timed blocks
+            sync()
+            once = time.perf_counter() - t0
+            calls[kind] = max(1, min(1000, math.ceil(min_time_s / max(once, 1e-6))))
+            memory[kind] = peak_memory_mb(step, device)
+        per_kind: dict[str, list[float]] = {k: [] for k in kinds}
+        for r in range(repeats):
+            order = list(kinds[r % len(kinds) :]) + list(kinds[: r % len(kinds)])
+            for kind in order:
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(calls[kind]):
+                    steps[kind]()
+                sync()
+                per_kind[kind].append((time.perf_counter() - t0) / calls[kind] * 1e3)
+        for kind in kinds:
+            for r, ms in enumerate(per_kind[kind]):
+                rows.append(
+                    {
+                        "kind": kind,
+                        "T": int(t),
+                        "d_k": int(d_k),
+                        "repeat": r,
+                        "time_ms": round(ms, 4),
+                        "peak_mem_mb": round(memory[kind], 3),
+                    }
+                )
+            if progress:
+                progress(
+                    f"T={t:5d} {kind:14s} {statistics.median(per_kind[kind]):10.2f} ms {memory[kind]:9.1f} MiB"
+                )
+        del steps
+    return rows
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+def summarize(rows: list[dict]) -> dict[tuple[str, int], dict[str, float]]:
+    """(kind, T) -> median time_ms and peak_mem_mb over repeats."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["T"]), []).append(r)
+    return {
+        key: {
+            "time_ms": statistics.median(x["time_ms"] for x in g),
+            "peak_mem_mb": statistics.median(x["peak_mem_mb"] for x in g),
+        }
+        for key, g in groups.items()
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """Medians per kind and T, with additive / dot ratios for time and memory."""
+    s = summarize(rows)
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    lengths = sorted({r["T"] for r in rows})
+    head = ["T"] + [f"{k} ms" for k in kinds] + [f"{k} MiB" for k in kinds]
+    ratio_cols = [(a, b) for a, b in (("additive", "dot_sdpa"), ("additive", "dot_reference")) if a in kinds and b in kinds]
+    head += [f"{a[:3]}/{b} time" for a, b in ratio_cols] + [f"{a[:3]}/{b} mem" for a, b in ratio_cols]
+    lines = []
+    for t in lengths:
+        row = [str(t)]
+        row += [f"{s[(k, t)]['time_ms']:.2f}" for k in kinds]
+        row += [f"{s[(k, t)]['peak_mem_mb']:.2f}" for k in kinds]
+        row += [f"{s[(a, t)]['time_ms'] / s[(b, t)]['time_ms']:.1f}x" for a, b in ratio_cols]
+        row += [f"{s[(a, t)]['peak_mem_mb'] / s[(b, t)]['peak_mem_mb']:.2f}x" for a, b in ratio_cols]
+        lines.append(row)
+    widths = [max(len(head[i]), *(len(r[i]) for r in lines)) for i in range(len(head))]
+    out = ["  ".join(h.rjust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in lines]
+    return "\n".join(out)
+
+
+def figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Time and peak memory vs T per kind (medians over repeats), log-log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summarize(rows)
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for metric, ax, label in (
+        ("time_ms", axes[0], "forward + backward time (ms)"),
+        ("peak_mem_mb", axes[1], "peak training memory (MiB)"),
+    ):
+        for kind in kinds:
+            ts = sorted(t for k, t in s if k == kind)
+            ax.plot(ts, [s[(kind, t)][metric] for t in ts], marker="o", label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_json(rows: list[dict], path: str | Path, meta: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"rows": rows, "meta": meta or {}}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.replace(",", " ").split()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m transformer_ablations.bench.attention_cost",
+        description="Time and peak training memory of one attention layer vs T (Q4).",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/quick/q4_attention_cost.json"), help="JSON path")
+    p.add_argument("--figure", type=Path, default=None, help="PNG path (default: next to --out)")
+    p.add_argument("--no-figure", action="store_true")
+    p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=list(KINDS))
+    p.add_argument("--lengths", type=_ints, default=list(DEFAULT_LENGTHS), help="e.g. '64,128,256'")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--d-k", type=int, default=64)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--causal", action="store_true", help="causal self-attention instead of bidirectional")
+    p.add_argument("--min-time-s", type=float, default=0.05, help="shortest timed block (fast steps repeat)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    args = parser().parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    started = time.perf_counter()
+    say = None if args.quiet else (lambda line: print(line, flush=True))
+    rows = measure(
+        args.kinds, args.lengths, args.d_k, args.n_heads, args.batch, args.repeats, device,
+        args.causal, args.min_time_s, progress=say,
+    )  # fmt: skip
+    meta = {
+        "what": "one self-attention layer (QKV projection, attention, output projection), forward + backward, fp32",
+        "n_heads": args.n_heads,
+        "batch": args.batch,
+        "causal": args.causal,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "time": "wall clock per step, implementations alternating within each repeat",
+        "memory_method": MEMORY_METHOD["cuda" if device.type == "cuda" else "cpu"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(rows, args.out, meta)
+    if not args.quiet:
+        print(table(rows))
+        print(f"wrote {args.out} ({len(rows)} rows, {meta['seconds']} s)")
+    if not args.no_figure:
+        title = (
+            f"one attention layer fwd+bwd, d_k={args.d_k}, {args.n_heads} heads, batch {args.batch}, "
+            f"{meta['device']}, torch {torch.__version__}"
+        )
+        png = figure(rows, args.figure or args.out.with_suffix(".png"), title)
+        if not args.quiet:
+            print(f"wrote {png}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
