@@ -86,7 +86,7 @@ def test_nsp_pairs_are_half_true_and_segments_are_right(tok):
     tdocs = [[tok.encode(s) for s in d] for d in docs]
     cols = pair_examples(tdocs, 61, random.Random(0), nsp=True, n_max=400)
     n = len(cols["nsp_label"])
-    assert n == 400
+    assert n == 400 and all(cols["a_ids"]) and all(cols["b_ids"])  # two non-empty segments
     frac = sum(cols["nsp_label"]) / n
     assert abs(frac - 0.5) < 0.075  # ~3.5 sigma
     # true pairs continue the same document: B's first sentence follows A's last

@@ -45,7 +45,7 @@ def _cases():
 
 
 def _cfg(tmp_path, task, objective="none", arch="encoder", seed=0, **data):
-    kw = dict(task=task, seq_len=32, n_train=48, n_val=12, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    kw = {"task": task, "seq_len": 32, "n_train": 48, "n_val": 12, "batch_size": 8, "cache_dir": str(tmp_path / "cache")}
     kw.update(data)
     return RunConfig(objective=objective, seed=seed, model=ModelConfig(arch=arch), data=DataConfig(**kw))
 
@@ -165,3 +165,13 @@ def test_file_sources_through_the_datamodule(tmp_path):
     ds = prepare(_cfg(tmp_path, "corpus", "causal", "decoder", source=f"file:{txt}", vocab_size=80,
                       n_train=20, eval_length_multiples=[2]))
     assert ds.from_cache
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
+    cfg = _cfg(tmp_path, "order")
+    p = prepare(cfg)
+    for f in (p.path / "train").glob("*.arrow"):
+        f.write_bytes(b"garbage")
+    again = prepare(cfg)
+    assert not again.from_cache and len(again.splits["train"]) == len(p.splits["train"])
+    assert prepare(cfg).from_cache

@@ -147,24 +147,20 @@ def test_single_label_is_polarity_and_train_split_holds_out_verbs():
     assert len(used(train)) == 24 and len(used(val)) == 32
 
 
-def _polarity(text: str) -> int:
-    w = text.split()
-    verb = next(x for x in w if x in syn.VERBS)
-    return int((verb in syn.POS_VERBS) ^ (syn.NEGATOR in w))
+def _topic(text: str) -> str:
+    words = set(text.split())
+    (topic,) = {t for t, (ns, ps) in syn.TOPICS.items() if words & set(ns + ps)}
+    return topic
 
 
-def test_pair_label_is_agreement_and_needs_both_segments():
+def test_pair_label_is_same_topic_and_needs_both_segments():
     data = syn.pair(400, seed=0)
     assert Counter(ex["label"] for ex in data) == Counter({0: 200, 1: 200})
-    nouns = set(syn.NOUNS)
     for ex in data:
-        assert ex["label"] == int(_polarity(ex["text_a"]) == _polarity(ex["text_b"]))
-        a = {w for w in ex["text_a"].split() if w in nouns}
-        b = {w for w in ex["text_b"].split() if w in nouns}
-        assert a & b  # always about a shared entity: overlap says nothing
-    # neither segment alone predicts the label
+        assert ex["label"] == int(_topic(ex["text_a"]) == _topic(ex["text_b"]))
+    # neither segment alone tells the label: every topic is as often in either class
     for seg in ("text_a", "text_b"):
-        agree = sum(_polarity(ex[seg]) == ex["label"] for ex in data) / len(data)
-        assert 0.4 < agree < 0.6
-    verbs = lambda d: {x for ex in d for k in ("text_a", "text_b") for x in ex[k].split() if x in syn.VERBS}  # noqa: E731
-    assert len(verbs(data)) == 24 and len(verbs(syn.pair(400, seed=0, split="val"))) == 32
+        by_topic = Counter((_topic(ex[seg]), ex["label"]) for ex in data)
+        for t in syn.TOPICS:
+            assert abs(by_topic[(t, 1)] - by_topic[(t, 0)]) < 20
+    assert syn.pair(50, seed=0, split="val") != syn.pair(50, seed=0, split="train")

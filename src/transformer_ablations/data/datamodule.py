@@ -21,7 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from transformer_ablations.config import RunConfig
-from transformer_ablations.data.collate import CausalCollator, ClassificationCollator, MLMCollator, Seq2SeqCollator
+from transformer_ablations.data.collate import (
+    CausalCollator,
+    ClassificationCollator,
+    MLMCollator,
+    Seq2SeqCollator,
+)
 from transformer_ablations.data.prepare import Prepared, prepare
 from transformer_ablations.data.sampling import StreamBatchSampler, StreamDataset
 from transformer_ablations.data.tokenizer import Tokenizer

@@ -103,8 +103,10 @@ def _retrieval_keys(cfg: RunConfig) -> int:
 
 
 def _range(task: str, length: int, m: int) -> tuple[int, int]:
-    """(min, max) example size of a synthetic task for rows of ``length`` tokens; for an eval
-    multiple m >= 2 only sizes beyond what ``length / m * (m/2)`` holds (unseen in training)."""
+    """(min, max) example size (order: symbols, retrieval: pairs, seq2seq: source words) of a
+    synthetic task for rows of ``length`` tokens. For an eval multiple m >= 2 only sizes that do
+    not fit in rows of half that length: ``val_len2x`` is longer than any training example,
+    ``val_len4x`` longer than any of ``val_len2x``."""
     if task == "order":
         lo, hi, f = 4, length - 2, (lambda L: L - 2)
     elif task == "retrieval":
@@ -127,8 +129,9 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
     sentence boundary into A and B (the true continuation). With ``nsp``, half of the pairs
     get a B taken from another random document instead (``nsp_label=0``; the unused
     sentences are put back, as in BERT). With ``groups`` (a topic per document), a share
-    ``same_group_p`` of those other documents is drawn from the same topic (hard negatives). Without ``nsp`` B is always the continuation (empty when
-    the chunk is one sentence). With ``nsp`` a chunk of one long sentence is cut inside it.
+    ``same_group_p`` of those other documents is drawn from the same topic (hard negatives).
+    Without ``nsp`` B is always the continuation (empty when the chunk is one sentence). With
+    ``nsp`` a chunk of one long sentence is cut inside it.
     """
     docs = [[s for s in d if s] for d in docs]
     keep = [i for i, d in enumerate(docs) if d]
@@ -167,7 +170,7 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
                 other = docs[j]
                 k = rng.randrange(len(other))
                 b: list[int] = []
-                while k < len(other) and len(a) + len(b) < budget:
+                while k < len(other) and (not b or len(a) + len(b) < budget):
                     b.extend(other[k])
                     k += 1
                 i -= (n_sents - cut) if len(chunk) == n_sents else 0  # put unused sentences back
@@ -243,10 +246,20 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{d.task}-{kind}-{key[:16]}"
     if (path / "meta.json").exists():
-        return _load(path, tokenizer, from_cache=True)
+        try:
+            return _load(path, tokenizer, from_cache=True)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt below
+            log.warning("data cache %s is unreadable (%s); rebuilding it", path, e)
     with FileLock(str(path) + ".lock"):
         if (path / "meta.json").exists():
-            return _load(path, tokenizer, from_cache=True)
+            try:
+                return _load(path, tokenizer, from_cache=True)
+            except ConfigError:
+                raise
+            except Exception:  # noqa: BLE001
+                shutil.rmtree(path, ignore_errors=True)
         log.info("building tokenized data for %s (%s) into %s", d.task, d.source, path)
         splits, tok, meta = _build(cfg, kind, ms, tokenizer)
         meta.update({"key": parts, "tokenizer_hash": tok.hash})
@@ -352,8 +365,8 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
         topics: dict[str, list[int]] = {}
         if synthetic_src:
             docs = {}
-            for name in lengths:
-                n, Ln = sizes[name], lengths[name]
+            for name, Ln in lengths.items():
+                n = sizes[name]
                 if kind == "causal":
                     docs[name] = _synthetic_stream_docs(n * Ln, seeds[name])
                 else:
@@ -369,7 +382,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                                                     d.cache_dir, "unigram")
         tok = tokenizer
         tokenized: dict[int, list] = {}
-        for name in lengths:
+        for name, Ln in lengths.items():
             key = id(docs[name])
             if key not in tokenized:
                 tokenized[key] = _tokenize_docs(docs[name], tok)
@@ -377,20 +390,20 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
             n_max = sizes[name] if sizes[name] > 0 else None
             rng = random.Random(f"examples:{DATA_SEED}:{name}")
             if kind == "causal":
-                cols = causal_examples(tdocs, lengths[name], tok.eos_id, n_max)
+                cols = causal_examples(tdocs, Ln, tok.eos_id, n_max)
             else:
-                cols = pair_examples(tdocs, lengths[name] - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max,
+                cols = pair_examples(tdocs, Ln - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max,
                                      groups=topics.get(name), same_group_p=NSP_SAME_TOPIC)
             got = len(next(iter(cols.values())))
-            _check_count(cfg, name, got, sizes[name], lengths[name], strict=(name == "train"))
+            _check_count(cfg, name, got, sizes[name], Ln, strict=(name == "train"))
             splits[name] = _dataset(cols)
 
     elif d.task in SEQ2SEQ_TASKS:
         if synthetic_src:
             gen = {"reverse": synthetic.reverse, "sort": synthetic.sort, "translate": synthetic.translate}[d.task]
             raw = {}
-            for name in lengths:
-                lo, hi = _range(d.task, lengths[name], mult[name])
+            for name, Ln in lengths.items():
+                lo, hi = _range(d.task, Ln, mult[name])
                 raw[name] = gen(sizes[name], seed=seeds[name], min_len=lo, max_len=hi)
         else:
             pd = corpora.load_parallel(d.source)
@@ -415,8 +428,8 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
         pair_task = d.task == "pair"
         if synthetic_src:
             raw = {}
-            for name in lengths:
-                n, Ln = sizes[name], lengths[name]
+            for name, Ln in lengths.items():
+                n = sizes[name]
                 if d.task == "order":
                     lo, hi = _range("order", Ln, mult[name])
                     rows = synthetic.order(n, seed=seeds[name], min_len=lo, max_len=hi)

@@ -209,20 +209,20 @@ def _train_proto(texts: Sequence[str], vocab_size: int, model_type: str) -> byte
         raise ConfigError("tokenizer: no non-empty text to train on (empty corpus)")
     if vocab_size < 8:
         raise ConfigError(f"data.vocab_size={vocab_size} is too small: need at least 8 (7 special tokens + 1)")
-    opts = dict(
-        model_type=model_type,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-        pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
-        control_symbols=[CLS, SEP, MASK],
-        hard_vocab_limit=False,
-        minloglevel=2,
-        num_threads=max(1, min(4, os.cpu_count() or 1)),
-        input_sentence_size=2_000_000,
-        shuffle_input_sentence=True,
-        max_sentence_length=1 << 14,
-        character_coverage=1.0 if model_type == "word" else 0.9995,
-        train_extremely_large_corpus=False,
-    )
+    opts = {
+        "model_type": model_type,
+        "pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3,
+        "pad_piece": PAD, "unk_piece": UNK, "bos_piece": BOS, "eos_piece": EOS,
+        "control_symbols": [CLS, SEP, MASK],
+        "hard_vocab_limit": False,
+        "minloglevel": 2,
+        "num_threads": max(1, min(4, os.cpu_count() or 1)),
+        "input_sentence_size": 2_000_000,
+        "shuffle_input_sentence": True,
+        "max_sentence_length": 1 << 14,
+        "character_coverage": 1.0 if model_type == "word" else 0.9995,
+        "train_extremely_large_corpus": False,
+    }
     for attempt in range(2):
         buf = io.BytesIO()
         try:

@@ -1,0 +1,185 @@
+"""Tokens/s and MFU of a GPT-2-small-sized decoder (124M) training on one CUDA GPU. Target MFU >= 40%.
+
+Model: our ``CausalLM`` with d_model 768, 12 layers, 12 heads, d_ff 3072, vocab 50304, learned
+positions, pre-norm, tied embeddings, dropout 0, T = 1024. bf16 autocast, TF32 matmuls allowed,
+``torch.compile``, fused AdamW, no attention mask (so SDPA runs ``is_causal=True``: flash attention;
+the script checks that the flash kernel accepts these shapes). Random token batches.
+
+Two variants of the step:
+- ``dense``: backbone -> tied LM head on all positions -> cross-entropy, one compiled graph
+  (how GPT-2 trainers such as nanoGPT do it);
+- ``task``: ``CausalLM.forward(batch)`` as training runs it (labels gather at the predicted
+  positions: a data-dependent shape, so a graph break and a host sync per step).
+
+MFU = tokens/s x FLOPs per token / peak. FLOPs per token = 6 N + 12 L d_model T (the PaLM / nanoGPT
+count: N = parameters without the position table, attention counted as full, not causal-halved).
+Peak: ``lightning.fabric.utilities.throughput.get_available_flops`` (dense bf16), else a table.
+
+On a machine without CUDA it prints "no CUDA device: skipped" and exits 0 (``--dry-run`` runs a tiny
+configuration on the CPU instead, to check the script).
+
+    python benchmarks/gpu_mfu.py [--batch 16] [--steps 20] [--warmup 5] [--variants dense task]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import _common
+import torch
+import torch.nn.functional as F
+
+PEAK_BF16 = {  # dense bf16 tensor-core FLOP/s, used when Lightning does not know the device
+    "h200": 989.4e12,
+    "h100 sxm": 989.4e12,
+    "h100 nvl": 835.0e12,
+    "h100 pcie": 756.0e12,
+    "h100": 989.4e12,
+    "a100": 312.0e12,
+    "l40s": 362.05e12,
+    "a10g": 70.0e12,
+}
+
+
+def peak_flops(device: torch.device) -> tuple[float | None, str]:
+    try:
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        value = get_available_flops(device, torch.bfloat16)
+        if value:
+            return float(value), "lightning get_available_flops"
+    except Exception:  # noqa: BLE001
+        pass
+    name = torch.cuda.get_device_name(device).lower() if device.type == "cuda" else ""
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return value, f"table ({key})"
+    return None, "unknown device"
+
+
+def flops_per_token(model, cfg, t: int) -> tuple[float, int]:
+    n = sum(p.numel() for p in model.parameters())
+    pos = model.backbone.positional
+    if hasattr(pos, "embedding"):
+        n -= pos.embedding.weight.numel()
+    return 6 * n + 12 * cfg.n_layers * cfg.d_model * t, n
+
+
+def check_flash(device: torch.device, cfg, t: int) -> str:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(2, cfg.n_heads, t, cfg.d_head, device=device, dtype=torch.bfloat16)
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        return "flash attention accepts the shapes"
+    except RuntimeError as e:
+        return f"flash attention NOT usable: {str(e).splitlines()[0][:120]}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps (compilation happens here)")
+    p.add_argument("--variants", nargs="+", default=["dense", "task"], choices=["dense", "task"])
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="tiny model on the CPU (checks the script)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available() and not args.dry_run:
+        print("no CUDA device: skipped")
+        return {"skipped": "no CUDA device"}
+
+    from transformer_ablations.config import ModelConfig
+    from transformer_ablations.model import CausalLM
+
+    if args.dry_run:
+        device = torch.device("cpu")
+        cfg = ModelConfig(arch="decoder", d_model=64, n_heads=4, n_layers=2, d_ff=256, vocab_size=512,
+                          max_len=128, positional="learned", norm="pre", dropout=0.0, segment_embeddings=False)
+        args.seq_len, args.batch = min(args.seq_len, 128), min(args.batch, 2)
+    else:
+        device = torch.device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        cfg = ModelConfig(arch="decoder", d_model=768, n_heads=12, n_layers=12, d_ff=3072, vocab_size=50304,
+                          max_len=args.seq_len, positional="learned", norm="pre", dropout=0.0,
+                          segment_embeddings=False)
+    print(_common.machine_line())
+    b, t = args.batch, args.seq_len
+    torch.manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (b, t), device=device)
+    labels = torch.cat([ids[:, 1:], torch.full((b, 1), -100, device=device)], dim=1)
+    peak, peak_src = peak_flops(device)
+    result: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)",
+                    "batch": b, "seq_len": t, "peak_flops": peak, "peak_source": peak_src, "variants": {}}
+    if device.type == "cuda":
+        print(check_flash(device, cfg, t))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for variant in args.variants:
+        torch.manual_seed(0)
+        model = CausalLM(cfg).to(device)
+        fpt, n_params = flops_per_token(model, cfg, t)
+        fused = device.type == "cuda"
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+        weight = model.backbone.tok_embedding.weight
+        if variant == "dense":
+            def loss_fn(ids=ids, labels=labels, model=model, weight=weight):
+                hidden, _ = model.backbone(ids)
+                logits = F.linear(hidden, weight)
+                return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        else:
+            batch = {"input_ids": ids, "labels": labels}
+
+            def loss_fn(batch=batch, model=model):
+                return model(batch).loss
+        fn = loss_fn if args.no_compile else torch.compile(loss_fn)
+
+        def step(fn=fn, opt=opt):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = fn()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            loss = step()
+        sync()
+        warm_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        sync()
+        dt = (time.perf_counter() - t0) / args.steps
+        tokens_s = b * t / dt
+        mfu = tokens_s * fpt / peak if peak else None
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        result["variants"][variant] = {"step_ms": dt * 1e3, "tokens_per_s": tokens_s, "flops_per_token": fpt,
+                                       "params": n_params, "mfu": mfu, "warmup_s": warm_s, "loss": float(loss.detach()),
+                                       "max_mem_gb": mem}
+        print(f"[{variant}] {n_params / 1e6:.1f}M params, batch {b} x {t}: {dt * 1e3:.1f} ms/step, "
+              f"{tokens_s:,.0f} tokens/s, {fpt * tokens_s / 1e12:.1f} TFLOP/s"
+              + (f", MFU {mfu:.1%} of {peak / 1e12:.0f} TFLOP/s ({peak_src})" if mfu else ", MFU: peak unknown")
+              + f" (warm-up {warm_s:.0f} s" + (f", max mem {mem:.1f} GiB)" if mem else ")"))
+        if mfu is not None:
+            print(f"  target MFU >= 40%: {'met' if mfu >= 0.4 else 'NOT met'}")
+        del model, opt, fn
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
