@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-import _common  # noqa: F401  (puts src/ on sys.path)
+import _common
 
 from transformer_ablations.bench import attention_cost
 

@@ -207,7 +207,7 @@ def part_a(tmp: Path, file_mb: float) -> dict:
 def part_b(tmp: Path, mb: float, limit_s: float, limit_gb: float, vocab: int) -> dict:
     print(f"\n(b) tokenizing a {mb:g} MB text file through the corpus path: RSS per stage")
     try:
-        from transformer_ablations.data import corpora, prepare  # noqa: F401
+        from transformer_ablations.data import corpora, prepare
         from transformer_ablations.data.tokenizer import Tokenizer  # noqa: F401
 
         assert hasattr(corpora, "load_text_corpus") and hasattr(prepare, "_tokenize_docs")

@@ -46,19 +46,20 @@ PEAK_BF16 = {  # dense bf16 tensor-core FLOP/s, used when Lightning does not kno
 
 
 def peak_flops(device: torch.device) -> tuple[float | None, str]:
+    why = "unknown device"
     try:
         from lightning.fabric.utilities.throughput import get_available_flops
 
         value = get_available_flops(device, torch.bfloat16)
         if value:
             return float(value), "lightning get_available_flops"
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as e:  # noqa: BLE001  (Lightning missing or device unknown to it: use the table)
+        why = f"lightning: {type(e).__name__}"
     name = torch.cuda.get_device_name(device).lower() if device.type == "cuda" else ""
     for key, value in PEAK_BF16.items():
         if key in name:
             return value, f"table ({key})"
-    return None, "unknown device"
+    return None, why
 
 
 def flops_per_token(model, cfg, t: int) -> tuple[float, int]:

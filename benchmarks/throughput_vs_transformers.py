@@ -27,12 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (sys.path)
+import _common
 import torch
 
 from transformer_ablations.bench.timing import alternate, fmt_table
 
-SIZES = dict(vocab=8000, d_model=256, n_layers=4, n_heads=4, d_ff=1024, T=128, batch=32)
+SIZES = {"vocab": 8000, "d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "T": 128, "batch": 32}
 
 
 # --- batches ---------------------------------------------------------------------------------
@@ -62,10 +62,10 @@ def ours(kind: str, dropout: float, package: str = "transformer_ablations"):
     config = importlib.import_module(f"{package}.config")
     model = importlib.import_module(f"{package}.model")
     s = SIZES
-    common = dict(
-        d_model=s["d_model"], n_heads=s["n_heads"], n_layers=s["n_layers"], d_ff=s["d_ff"],
-        vocab_size=s["vocab"], max_len=512, dropout=dropout, positional="learned",
-    )
+    common = {
+        "d_model": s["d_model"], "n_heads": s["n_heads"], "n_layers": s["n_layers"], "d_ff": s["d_ff"],
+        "vocab_size": s["vocab"], "max_len": 512, "dropout": dropout, "positional": "learned",
+    }
     if kind == "mlm_nsp":
         cfg = config.ModelConfig(arch="encoder", norm="post", segment_embeddings=True, **common)
         return model.MaskedLM(cfg, nsp=True)
@@ -75,6 +75,8 @@ def ours(kind: str, dropout: float, package: str = "transformer_ablations"):
 
 def hf(kind: str, dropout: float):
     import transformers
+
+    transformers.logging.set_verbosity_error()
 
     s = SIZES
     if kind == "mlm_nsp":
@@ -89,6 +91,7 @@ def hf(kind: str, dropout: float):
         vocab_size=s["vocab"], n_embd=s["d_model"], n_layer=s["n_layers"], n_head=s["n_heads"],
         n_inner=s["d_ff"], n_positions=512, activation_function="gelu",
         resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=0,
     )
     return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="sdpa")
 
@@ -118,6 +121,24 @@ def train_step(model, loss_fn, batch):
         return loss
 
     return step
+
+
+def profile_table(name: str, step, rows: int = 12) -> str:
+    """Top ops by self CPU time over one step (after warm-up), and the share of matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    avgs = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in avgs)
+    gemm = sum(e.self_cpu_time_total for e in avgs if e.key in ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm",
+                                                                   "aten::baddbmm"))
+    top = sorted(avgs, key=lambda e: -e.self_cpu_time_total)[:rows]
+    lines = [f"--- profile of one step: {name}: {total / 1e3:.0f} ms self CPU, matrix products "
+             f"(mm/addmm/bmm) {gemm / max(total, 1):.0%}"]
+    lines += [f"  {e.key[:58]:58s} {e.self_cpu_time_total / 1e3:8.1f} ms {e.self_cpu_time_total / max(total, 1):6.1%}"
+              f"  x{e.count}" for e in top]
+    return "\n".join(lines)
 
 
 def n_params(model) -> int:
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget-s", type=float, default=240.0, help="stop repeating (after 2) per kind past this")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--also-package", nargs="*", default=[], help="(dev) another copy of the package to time")
+    p.add_argument("--profile", action="store_true", help="print the top ops of one step of each model")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -195,6 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
                         rows))
         print(f"({time.perf_counter() - t0:.0f} s incl. build+compile {warm_t0 - t0:.0f} s; "
               "cpu = process user+sys time, steadier on a shared machine)")
+        if args.profile:
+            for n, (fn, _) in built.items():
+                if "compile" not in n:
+                    print(profile_table(n, fn))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -166,8 +166,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         value = getattr(d, name)
         if value < 0 or (value == 0 and d.source == "synthetic"):
             raise ConfigError(f"data.{name}={value} must be > 0 (0 means all examples, for a real corpus only)")
-    if d.seq_len > m.max_len and m.positional == "learned":
-        raise ConfigError(f"data.seq_len={d.seq_len} exceeds model.max_len={m.max_len} with learned positions")
+    longest = d.seq_len * max([1, *d.eval_length_multiples])
+    if longest > m.max_len and m.positional == "learned":
+        raise ConfigError(
+            f"data.seq_len={d.seq_len} x data.eval_length_multiples={d.eval_length_multiples} needs {longest} "
+            f"positions but model.max_len={m.max_len} with learned positions; raise model.max_len"
+        )
     if not 0.0 < d.mlm_probability < 1.0:
         raise ConfigError(f"data.mlm_probability={d.mlm_probability} must be in (0, 1)")
     t = cfg.train

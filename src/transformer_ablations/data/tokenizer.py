@@ -19,13 +19,13 @@ import io
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 from filelock import FileLock
 
+from transformer_ablations.atomic import atomic_write_bytes
 from transformer_ablations.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -177,22 +177,6 @@ class Tokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         return self._sp.piece_to_id(piece)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 _REQ_RE = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")

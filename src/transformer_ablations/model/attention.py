@@ -296,7 +296,7 @@ class AdditiveAttention(DotProductAttention):
     reference path with its O(T^2) probabilities. Forwards that need the probabilities (attention
     statistics, dropout) materialise the [B, H, Tq, Tk] scores through :class:`AdditiveScoreFunction`
     (chunked the same way, recomputed in backward): O(T^2), never O(T^2 d). Queries per chunk:
-    ``model.attention.chunk_size``, fewer if the buffer would pass ``ADDITIVE_CHUNK_ELEMENTS``."""
+    ``model.attention.chunk_size``, fewer if the buffer would pass ``ADDITIVE_CHUNK_ELEMENTS`` per thread."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -325,12 +325,14 @@ class AdditiveAttention(DotProductAttention):
 
 
 # --- additive attention kernels: chunks of queries, tanh recomputed in backward ----------------------
-ADDITIVE_CHUNK_ELEMENTS = 2**20  # cap on the [B, H, c, Tk, d] tanh buffer (4 MiB in fp32)
+ADDITIVE_CHUNK_ELEMENTS = 2**20  # cap on the [B, H, c, Tk, d] tanh buffer per thread (4 MiB in fp32)
 
 
 def queries_per_chunk(q: Tensor, k: Tensor, chunk_size: int) -> int:
+    """``chunk_size``, fewer if the [B, H, c, Tk, d] buffer would pass ADDITIVE_CHUNK_ELEMENTS per thread."""
     b, h, _, d = q.shape
-    return max(1, min(chunk_size, ADDITIVE_CHUNK_ELEMENTS // (b * h * k.shape[2] * d)))
+    budget = ADDITIVE_CHUNK_ELEMENTS * torch.get_num_threads()
+    return max(1, min(chunk_size, budget // (b * h * k.shape[2] * d)))
 
 
 # tanh(x) = 2 sigmoid(2x) - 1, and ATen's fp32 sigmoid is ~10x faster than its tanh on CPU; so the

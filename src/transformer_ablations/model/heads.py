@@ -78,7 +78,7 @@ def predicted_positions(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
 
 
 # --- the token-level loss: vocabulary projection + cross-entropy, fused for training --------------
-FUSED_CE_CHUNK_ELEMENTS = 2**20  # logits per chunk of the fused loss (4 MiB in fp32: stays in cache)
+FUSED_CE_CHUNK_ELEMENTS = 2**20  # logits per chunk and thread of the fused loss (4 MiB in fp32: in cache)
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
@@ -86,7 +86,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
     (0, not NaN, when N = 0): hidden [N, D], weight [V, D], bias [V] or None, targets [N] -> scalar.
 
     When a gradient is needed (training, fp32, no autocast) the [N, V] logits are never materialised:
-    :class:`LinearCrossEntropy` walks N in chunks of ``FUSED_CE_CHUNK_ELEMENTS // V`` rows, and
+    :class:`LinearCrossEntropy` walks N in chunks of ``FUSED_CE_CHUNK_ELEMENTS * threads // V`` rows, and
     computes each chunk's loss *and* its gradients (``softmax - onehot``) while the chunk's logits are
     in cache (the fused linear cross-entropy of Liger-Kernel, Hsu et al. 2024,
     https://arxiv.org/abs/2410.10989). Otherwise (evaluation, autocast) it is the plain
@@ -103,7 +103,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
     )
     if not fusable:
         return F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum") / max(n, 1)
-    chunk = max(1, FUSED_CE_CHUNK_ELEMENTS // weight.shape[0])
+    # per-thread work per op stays constant: more threads, bigger chunks (fewer parallel regions)
+    chunk = max(1, FUSED_CE_CHUNK_ELEMENTS * torch.get_num_threads() // weight.shape[0])
     return _fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
 
 

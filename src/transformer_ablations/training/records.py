@@ -8,14 +8,13 @@ alone, an interrupted one resumes from ``checkpoints/last.ckpt``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported for callers)
 from ..config import RunConfig, config_hash, flatten, to_dict
 
 STATUSES = ("running", "finished", "diverged", "failed")
@@ -27,26 +26,6 @@ def run_id_for(cfg: RunConfig) -> str:
 
 def run_dir_for(cfg: RunConfig) -> Path:
     return Path(cfg.train.out_dir) / cfg.experiment / run_id_for(cfg)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _jsonable(value: Any) -> Any:
