@@ -20,3 +20,13 @@ def machine_line() -> str:
         f"torch {torch.__version__} | {dev} | torch threads {torch.get_num_threads()} "
         f"| OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')} | cpus {os.cpu_count()}"
     )
+
+
+def write_json(path: Path | None, result: dict) -> dict:
+    """Save a benchmark's result (``--json PATH``) and hand it back."""
+    if path:
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+    return result

@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(fmt_table(["how", "runs", "finished", "wall s", "overhead s/run"], rows))
     worst = max(r["overhead_per_run_s"] for r in (result["in_process"], result["cli"]))
     print(f"overhead per run: at most {worst:.2f} s ({'meets' if worst <= 5 else 'MISSES'} the 5 s target)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return _common.write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -134,8 +133,8 @@ def profile_table(name: str, step, rows: int = 12) -> str:
     gemm = sum(e.self_cpu_time_total for e in avgs if e.key in ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm",
                                                                    "aten::baddbmm"))
     top = sorted(avgs, key=lambda e: -e.self_cpu_time_total)[:rows]
-    lines = [f"--- profile of one step: {name}: {total / 1e3:.0f} ms self CPU, matrix products "
-             f"(mm/addmm/bmm) {gemm / max(total, 1):.0%}"]
+    head = f"--- profile of one step: {name}: {total / 1e3:.0f} ms self CPU, matrix products (mm/addmm/bmm) "
+    lines = [head + f"{gemm / max(total, 1):.0%}"]
     lines += [f"  {e.key[:58]:58s} {e.self_cpu_time_total / 1e3:8.1f} ms {e.self_cpu_time_total / max(total, 1):6.1%}"
               f"  x{e.count}" for e in top]
     return "\n".join(lines)
@@ -221,10 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
             for n, (fn, _) in built.items():
                 if "compile" not in n:
                     print(profile_table(n, fn))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return _common.write_json(args.json, result)
 
 
 if __name__ == "__main__":

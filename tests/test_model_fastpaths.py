@@ -15,6 +15,7 @@ attention in test_model_attention.py.)
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import pytest
@@ -324,6 +325,7 @@ def test_additive_training_keeps_nothing_quadratic(make_model_cfg):
 
 def test_additive_chunk_is_capped_by_the_buffer_budget(monkeypatch):
     q, k = torch.zeros(2, 4, 100, 8), torch.zeros(2, 4, 50, 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the budget is per thread
     assert attention_module.queries_per_chunk(q, k, 64) == 64
     monkeypatch.setattr(attention_module, "ADDITIVE_CHUNK_ELEMENTS", 2 * 4 * 50 * 8 * 5)
     assert attention_module.queries_per_chunk(q, k, 64) == 5
@@ -360,3 +362,33 @@ def test_compiled_equals_eager(make_model_cfg, kind, backend):
         assert torch.allclose(out.loss, eager_out.loss, atol=1e-5)
         for (name, _), a, b in zip(model.named_parameters(), grads, eager_grads):
             assert torch.allclose(a, b, atol=1e-5), name
+
+
+# --- the Q4 attention-cost benchmark's contract (the report reads its JSON) ----------------------------
+def test_attention_cost_rows_and_files(tmp_path):
+    from transformer_ablations.bench import attention_cost
+
+    rows = attention_cost.measure(lengths=(8, 16), d_k=8, n_heads=2, batch=1, repeats=2, min_time_s=0.0)
+    assert len(rows) == 3 * 2 * 2
+    assert all(set(r) == {"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"} for r in rows)
+    assert {r["kind"] for r in rows} == {"dot_sdpa", "dot_reference", "additive"}
+    assert all(r["time_ms"] > 0 and r["peak_mem_mb"] > 0 for r in rows)
+    out = tmp_path / "q4_attention_cost.json"
+    attention_cost.main(
+        [
+            "--out",
+            str(out),
+            "--lengths",
+            "8,16",
+            "--repeats",
+            "1",
+            "--d-k",
+            "8",
+            "--quiet",
+            "--min-time-s",
+            "0",
+        ]
+    )
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == 6 and "memory_method" in data["meta"]
+    assert out.with_suffix(".png").stat().st_size > 0

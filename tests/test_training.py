@@ -33,6 +33,11 @@ def cfg_for(experiment: str, out: Path, *extra: str, scale: str = "smoke"):
     )
 
 
+def run_dirs(sweep_dir: Path):
+    """Run directories (not the executor's lock files) of a sweep."""
+    return (d for d in sorted(sweep_dir.iterdir()) if (d / "summary.json").is_file())
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     """Pretraining runs that the fine-tuning experiments find through `auto:q5_pretrain`."""
@@ -114,7 +119,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
 def test_finetune_loads_exactly_the_pretrained_weights_and_probe_freezes_them(suite):
     cfg = cfg_for("q6_cls_sep", suite, "--finetune.mode=probe", "--finetune.pooling=mean")
     pretrained, _, _ = load_pretrained(Path(cfg.train.out_dir) / "q5_pretrain" / next(
-        d.name for d in (Path(cfg.train.out_dir) / "q5_pretrain").iterdir()
+        d.name for d in run_dirs(Path(cfg.train.out_dir) / "q5_pretrain")
         if json.loads((d / "summary.json").read_text())["config"]["objective"] == "mlm_nsp"
     ))
     _, _, module = prepare(cfg)
@@ -132,7 +137,7 @@ def test_finetune_loads_exactly_the_pretrained_weights_and_probe_freezes_them(su
 
 
 def test_export_and_reimport_give_identical_logits(suite, tmp_path):
-    run_dir = next((Path(suite) / "q5_pretrain").iterdir())
+    run_dir = next(run_dirs(Path(suite) / "q5_pretrain"))
     model, tokenizer, cfg = load_pretrained(run_dir)
     out = export(run_dir, tmp_path / "export")
     again, tokenizer2, cfg2 = load_pretrained(out)
@@ -147,7 +152,7 @@ def test_export_and_reimport_give_identical_logits(suite, tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused(suite):
     run_dir = next(
-        d for d in (Path(suite) / "q5_pretrain").iterdir()
+        d for d in run_dirs(Path(suite) / "q5_pretrain")
         if json.loads((d / "summary.json").read_text())["config"]["objective"] == "mlm"
     )
     cfg = cfg_for("q5_finetune", suite, f"--pretrained={run_dir}", "--model.positional=rope")

@@ -37,11 +37,13 @@ from jsonargparse import ArgumentError
 from .config import ConfigError, RunConfig, flatten, validate
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
+# `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
+EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
 EXTRA_BLOCKS = ("scales", "when")
 
 
 def _run_parser(prog: str = "ablate fit") -> ArgumentParser:
-    parser = ArgumentParser(prog=prog, exit_on_error=False, description="Train one ablation run.")
+    parser = ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False, description="Train one ablation run.")
     parser.add_argument("--config", action=ActionConfigFile, help="experiment YAML (may be given several times)")
     parser.add_argument("--scales", type=dict, default={}, help="per-scale overrides (set in experiment files)")
     parser.add_argument("--when", type=list, default=[], help="conditional overrides (set in experiment files)")
@@ -70,11 +72,32 @@ def _one_line(err: Exception) -> str:
         return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
     m = re.search(r"unrecognized arguments: (.*)", text)
     if m:
-        return f"unknown option(s) {m.group(1).strip()}; run `ablate fit --help` for the valid keys"
+        opts = m.group(1).strip()
+        near = _near_keys(opts.split()[0].lstrip("-").split("=")[0])
+        return f"unknown option(s) {opts}; {near}run `ablate fit --help` for the valid keys"
     m = re.search(r'Key "([^"]+)" is not expected', text) or re.search(r"No action for key \"([^\"]+)\"", text)
     if m:
-        return f"unknown key {m.group(1)}; run `ablate fit --help` for the valid keys"
+        return _unknown_key(m.group(1))
+    m = re.search(r"Group '([^']+)' does not accept option '([^']+)'", text)
+    if m:  # an unknown key inside a --config file
+        return _unknown_key(f"{m.group(1)}.{m.group(2)}")
+    m = re.search(r"Option '([^']+)' is not accepted", text)
+    if m:
+        return _unknown_key(m.group(1))
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _near_keys(key: str) -> str:
+    import difflib
+
+    from .config import all_keys
+
+    near = difflib.get_close_matches(key, sorted(all_keys()), n=2, cutoff=0.85)
+    return f"did you mean {', '.join(near)}? " if near else ""
+
+
+def _unknown_key(key: str) -> str:
+    return f"{key}: unknown key; {_near_keys(key)}run `ablate fit --help` for the valid keys"
 
 
 def _nested(flat_or_nested: dict) -> dict:
@@ -187,11 +210,11 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
     from .training.run import train
 
     result = train(cfg)
-    return 0 if result.get("status") in ("finished", "exists") else (3 if result.get("status") == "diverged" else 1)
+    return EXIT_CODES.get(result.get("status"), 1)
 
 
 def _small_parser(prog: str, description: str) -> ArgumentParser:
-    return ArgumentParser(prog=prog, exit_on_error=False, description=description)
+    return ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False, description=description)
 
 
 def _parse_small(parser: ArgumentParser, argv: list[str]) -> Namespace:
@@ -273,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except OSError as err:  # disk full, permissions, a vanished file: one line (the traceback with --debug)
+        if debug:
+            raise
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        _fail(f"{where}{err.strerror or err} ({type(err).__name__}); rerun with --debug for the traceback", 1)
     return 0
 
 

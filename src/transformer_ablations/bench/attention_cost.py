@@ -31,6 +31,7 @@ and a PNG next to it (time and memory vs T, log-log).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -111,10 +112,27 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device | str) -> floa
     return _cpu_peak_memory_mb(step)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side prints start/stop lines on fd 2; keep them out of the table."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_peak_memory_mb(step: Callable[[], None]) -> float:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
@@ -214,7 +232,11 @@ def table(rows: list[dict]) -> str:
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     lengths = sorted({r["T"] for r in rows})
     head = ["T"] + [f"{k} ms" for k in kinds] + [f"{k} MiB" for k in kinds]
-    ratio_cols = [(a, b) for a, b in (("additive", "dot_sdpa"), ("additive", "dot_reference")) if a in kinds and b in kinds]
+    ratio_cols = [
+        (a, b)
+        for a, b in (("additive", "dot_sdpa"), ("additive", "dot_reference"))
+        if a in kinds and b in kinds
+    ]
     head += [f"{a[:3]}/{b} time" for a, b in ratio_cols] + [f"{a[:3]}/{b} mem" for a, b in ratio_cols]
     lines = []
     for t in lengths:

@@ -227,8 +227,6 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
         raise ConfigError(f"data.seq_len={d.seq_len} is too short for data.task={d.task}: need >= {MIN_SEQ_LEN[d.task]}")
     if src_kind == "synthetic" and d.n_train <= 0:
         raise ConfigError("data.n_train=0 means 'all of a real corpus'; data.source=synthetic needs a count >= 1")
-    if d.n_val <= 0:
-        raise ConfigError(f"data.n_val={d.n_val} must be a positive integer")
     ms = length_multiples(cfg)
     cache = Path(os.path.expanduser(d.cache_dir))
     parts = {"v": code_version(), "task": d.task, "kind": kind, "seq_len": d.seq_len, "n_train": d.n_train,
@@ -243,7 +241,6 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
         parts["tokenizer"] = tokenizer.hash if tokenizer is not None else f"unigram:{d.vocab_size}"
     key = _key(parts)
     root = cache / "datasets"
-    root.mkdir(parents=True, exist_ok=True)
     path = root / f"{d.task}-{kind}-{key[:16]}"
     if (path / "meta.json").exists():
         try:
@@ -252,6 +249,9 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
             raise
         except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt below
             log.warning("data cache %s is unreadable (%s); rebuilding it", path, e)
+    # a file:/hf: source is read and checked before anything is written to the cache
+    raw = load_source(cfg) if src_kind != "synthetic" else None
+    root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / "meta.json").exists():
             try:
@@ -261,7 +261,7 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
             except Exception:  # noqa: BLE001
                 shutil.rmtree(path, ignore_errors=True)
         log.info("building tokenized data for %s (%s) into %s", d.task, d.source, path)
-        splits, tok, meta = _build(cfg, kind, ms, tokenizer)
+        splits, tok, meta = _build(cfg, kind, ms, tokenizer, raw)
         meta.update({"key": parts, "tokenizer_hash": tok.hash})
         _save(path, splits, tok, meta)
     return _load(path, tokenizer, from_cache=False)
@@ -309,6 +309,22 @@ def synthetic_tokenizer(cfg: RunConfig) -> Tokenizer:
 
 
 # --- building -----------------------------------------------------------------------------
+def load_source(cfg: RunConfig):
+    """The raw examples of a ``file:``/``hf:`` source for ``cfg.data.task`` (TextCorpus,
+    ParallelData or LabeledData), read and checked (one-line :class:`ConfigError`). Writes nothing."""
+    d = cfg.data
+    if d.task == "corpus":
+        return corpora.load_text_corpus(d.source, 3 * d.n_train * d.seq_len if d.n_train > 0 else None)
+    if d.task in SEQ2SEQ_TASKS:
+        return corpora.load_parallel(d.source)
+    ld = corpora.load_labeled(d.source)
+    if ld.is_pair != (d.task == "pair"):
+        what = "sentence pairs" if ld.is_pair else "single sentences"
+        want = "pair" if ld.is_pair else "single"
+        raise ConfigError(f"data.source={d.source} holds {what}; use data.task={want} (got data.task={d.task})")
+    return ld
+
+
 def _map(ds, fn: Callable, remove: list[str], tag: str):
     """``Dataset.map`` (batched, with indices) with an explicit fingerprint (no hashing of ``fn``)."""
     fp = hashlib.sha256(f"{ds._fingerprint}:{tag}".encode()).hexdigest()[:16]
@@ -350,7 +366,7 @@ def _dataset(columns: dict[str, list]):
     return datasets.Dataset.from_dict({**columns, "idx": list(range(n))})
 
 
-def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None):
+def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None, source=None):
     d = cfg.data
     L = d.seq_len
     lengths = {"train": L, "val": L, **{f"val_len{m}x": m * L for m in ms}}
@@ -358,8 +374,11 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
     sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
     seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
     synthetic_src = corpora.parse_source(d.source)[0] == "synthetic"
+    if source is None and not synthetic_src:
+        source = load_source(cfg)
     num_classes = None
     splits = {}
+    store_tokenizer = lambda: None  # noqa: E731 - a tokenizer trained here is cached once the data passed every check
 
     if d.task == "corpus":
         topics: dict[str, list[int]] = {}
@@ -374,12 +393,11 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                     docs[name], topics[name] = synthetic.corpus(n, seed=seeds[name], min_sents=lo,
                                                                 max_sents=max(lo + 1, (Ln - 3) // 5), return_topics=True)
         else:
-            max_words = 3 * d.n_train * L if d.n_train > 0 else None
-            tc = corpora.load_text_corpus(d.source, max_words)
+            tc = source
             docs = {"train": tc.train_docs, **{name: tc.val_docs for name in lengths if name != "train"}}
             if tokenizer is None:
-                tokenizer = Tokenizer.train_or_load((s for doc in tc.train_docs for s in doc), d.vocab_size,
-                                                    d.cache_dir, "unigram")
+                tokenizer, store_tokenizer = Tokenizer.train_deferred(
+                    (s for doc in tc.train_docs for s in doc), d.vocab_size, d.cache_dir, "unigram")
         tok = tokenizer
         tokenized: dict[int, list] = {}
         for name, Ln in lengths.items():
@@ -406,10 +424,10 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                 lo, hi = _range(d.task, Ln, mult[name])
                 raw[name] = gen(sizes[name], seed=seeds[name], min_len=lo, max_len=hi)
         else:
-            pd = corpora.load_parallel(d.source)
+            pd = source
             raw = {"train": _shuffled(pd.train, "train"), "val": _shuffled(pd.val, "val")}
             if tokenizer is None:
-                tokenizer = Tokenizer.train_or_load(
+                tokenizer, store_tokenizer = Tokenizer.train_deferred(
                     (t for r in pd.train for t in (r["source"], r["target"])), d.vocab_size, d.cache_dir, "unigram")
         tok = tokenizer
         for name, rows in raw.items():
@@ -445,16 +463,12 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                               "label": r["label"]} for r in rows]
             num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2}[d.task]
         else:
-            ld = corpora.load_labeled(d.source)
-            if ld.is_pair != pair_task:
-                what = "sentence pairs" if ld.is_pair else "single sentences"
-                want = "pair" if ld.is_pair else "single"
-                raise ConfigError(f"data.source={d.source} holds {what}; use data.task={want} (got data.task={d.task})")
+            ld = source
             raw = {"train": _cap(_shuffled(ld.train, "train"), d.n_train),
                    "val": _cap(_shuffled(ld.val, "val"), d.n_val)}
             num_classes = ld.num_classes
             if tokenizer is None:
-                tokenizer = Tokenizer.train_or_load(
+                tokenizer, store_tokenizer = Tokenizer.train_deferred(
                     (t for r in ld.train for t in (r["text_a"], r["text_b"]) if t), d.vocab_size, d.cache_dir, "unigram")
         tok = tokenizer
         fields = {"text_a": "a_ids", **({"text_b": "b_ids"} if pair_task else {})}
@@ -462,6 +476,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
             splits[name] = _tokenize_rows(rows, tok, fields, ["label"])
 
     _warn_unk(splits["train"], tok, d.task)
+    store_tokenizer()
     val_names = [n for n in splits if n != "train"]
     meta = {"val_names": val_names, "num_classes": num_classes, "kind": kind,
             "max_lens": {n: lengths.get(n, L) for n in splits}, "counts": {n: len(s) for n, s in splits.items()}}

@@ -19,7 +19,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -102,11 +102,26 @@ class Tokenizer:
                                  name=f"{model_type}-{vocab_size}")
 
     @classmethod
+    def train_deferred(
+        cls, texts: Iterable[str], vocab_size: int, cache_dir: str | os.PathLike, model_type: str = "unigram"
+    ) -> tuple[Tokenizer, Callable[[], object]]:
+        """Like :meth:`train_or_load`, but a newly trained model goes into the cache only when the
+        returned ``store()`` is called (once the data built with it passed every check)."""
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
+        texts = [t for t in texts]
+        key, name = texts_hash(texts, vocab_size, model_type), f"{model_type}-{vocab_size}"
+        path = _cache_path(cache_dir, name, key)
+        if path.exists():
+            return cls(path.read_bytes(), from_cache=True), lambda: None
+        proto = _train_proto(texts, vocab_size, model_type)
+        return cls(proto), lambda: cls.load_or_build(key, lambda: proto, cache_dir, name)
+
+    @classmethod
     def load_or_build(cls, key: str, build, cache_dir: str | os.PathLike, name: str = "tok") -> Tokenizer:
         """Cache primitive: ``cache_dir/tokenizers/<name>-<key>.model`` built once by ``build() -> bytes``."""
-        d = Path(cache_dir) / "tokenizers"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{name}-{key[:20]}.model"
+        path = _cache_path(cache_dir, name, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             return cls(path.read_bytes(), from_cache=True)
         with FileLock(str(path) + ".lock"):
@@ -177,6 +192,10 @@ class Tokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         return self._sp.piece_to_id(piece)
+
+
+def _cache_path(cache_dir: str | os.PathLike, name: str, key: str) -> Path:
+    return Path(cache_dir) / "tokenizers" / f"{name}-{key[:20]}.model"
 
 
 _REQ_RE = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")

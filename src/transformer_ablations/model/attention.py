@@ -296,7 +296,7 @@ class AdditiveAttention(DotProductAttention):
     reference path with its O(T^2) probabilities. Forwards that need the probabilities (attention
     statistics, dropout) materialise the [B, H, Tq, Tk] scores through :class:`AdditiveScoreFunction`
     (chunked the same way, recomputed in backward): O(T^2), never O(T^2 d). Queries per chunk:
-    ``model.attention.chunk_size``, fewer if the buffer would pass ``ADDITIVE_CHUNK_ELEMENTS`` per thread."""
+    ``model.attention.chunk_size``, fewer if the buffer would pass a budget (:func:`queries_per_chunk`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -325,13 +325,18 @@ class AdditiveAttention(DotProductAttention):
 
 
 # --- additive attention kernels: chunks of queries, tanh recomputed in backward ----------------------
-ADDITIVE_CHUNK_ELEMENTS = 2**20  # cap on the [B, H, c, Tk, d] tanh buffer per thread (4 MiB in fp32)
+ADDITIVE_CHUNK_ELEMENTS = 2**20  # cap on the [B, H, c, Tk, d] tanh buffer per CPU thread (4 MiB in fp32)
+ADDITIVE_CHUNK_ELEMENTS_GPU = 2**26  # the same cap on a GPU (256 MiB in fp32)
 
 
 def queries_per_chunk(q: Tensor, k: Tensor, chunk_size: int) -> int:
-    """``chunk_size``, fewer if the [B, H, c, Tk, d] buffer would pass ADDITIVE_CHUNK_ELEMENTS per thread."""
+    """``chunk_size``, fewer if the [B, H, c, Tk, d] buffer would pass ADDITIVE_CHUNK_ELEMENTS per CPU
+    thread (cache-sized pieces), or ADDITIVE_CHUNK_ELEMENTS_GPU on an accelerator (fewer launches)."""
     b, h, _, d = q.shape
-    budget = ADDITIVE_CHUNK_ELEMENTS * torch.get_num_threads()
+    if q.device.type == "cpu":
+        budget = ADDITIVE_CHUNK_ELEMENTS * torch.get_num_threads()
+    else:
+        budget = ADDITIVE_CHUNK_ELEMENTS_GPU
     return max(1, min(chunk_size, budget // (b * h * k.shape[2] * d)))
 
 

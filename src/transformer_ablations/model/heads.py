@@ -85,19 +85,20 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
     """Mean cross-entropy of ``hidden @ weight.T + bias`` against ``targets`` over the N predicted tokens
     (0, not NaN, when N = 0): hidden [N, D], weight [V, D], bias [V] or None, targets [N] -> scalar.
 
-    When a gradient is needed (training, fp32, no autocast) the [N, V] logits are never materialised:
-    :class:`LinearCrossEntropy` walks N in chunks of ``FUSED_CE_CHUNK_ELEMENTS * threads // V`` rows, and
+    When a gradient is needed (training on the CPU in fp32, no autocast) the [N, V] logits are never
+    materialised: :class:`LinearCrossEntropy` walks N in chunks of ``FUSED_CE_CHUNK_ELEMENTS * threads // V`` rows, and
     computes each chunk's loss *and* its gradients (``softmax - onehot``) while the chunk's logits are
     in cache (the fused linear cross-entropy of Liger-Kernel, Hsu et al. 2024,
-    https://arxiv.org/abs/2410.10989). Otherwise (evaluation, autocast) it is the plain
+    https://arxiv.org/abs/2410.10989). Otherwise (evaluation, GPU, autocast) it is the plain
     ``F.cross_entropy(F.linear(...))``. Same value and gradients either way."""
     n = targets.numel()
     needs_grad = torch.is_grad_enabled() and (
         hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
-    fusable = (
+    fusable = (  # a CPU optimisation: on a GPU the plain path (or torch.compile's fusion) is the better one
         needs_grad
         and n > 0
+        and hidden.device.type == "cpu"
         and hidden.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled(hidden.device.type)
     )

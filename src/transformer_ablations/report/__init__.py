@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..config import ConfigError, all_keys
 from .claims import Claim, load_claims
 from .collect import (
@@ -106,9 +107,10 @@ def build_report(
     results = evaluate_claims(claims, coll)
     blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir)
     title = f"Transformer ablations — {suite}"
-    (report_dir / REPORT_MD).write_text(to_markdown(blocks, report_dir))
-    (report_dir / REPORT_HTML).write_text(to_html(blocks, title))
-    (report_dir / VERDICTS_JSON).write_text(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+    # atomically (temp + rename): a crash mid-write keeps the previous report whole
+    atomic_write_text(report_dir / REPORT_MD, to_markdown(blocks, report_dir))
+    atomic_write_text(report_dir / REPORT_HTML, to_html(blocks, title))
+    atomic_write_text(report_dir / VERDICTS_JSON, json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
     if console:
         print_verdicts(results, None if console is True else console, title=f"Verdicts ({suite})")
     return report_dir / REPORT_MD

@@ -67,6 +67,10 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 TERMINAL = ("finished", "diverged", "failed")
+# Set in a run's child process: the path of the run lock the executor holds for it. ``train`` takes
+# the same lock when run on its own, and skips it when this names its lock (the child may not take
+# the lock its parent holds: flock conflicts between open file descriptions, even parent-child).
+HELD_LOCK_ENV = "ABLATE_RUN_LOCK_HELD"
 RunFn = Callable[[RunConfig], dict]
 LOG_NAME = "stdout.log"
 
@@ -133,7 +137,11 @@ class SweepPlan:
 
 # --- claims --------------------------------------------------------------------------------
 class RunLock:
-    """Exclusive, non-blocking, released by the OS when the holder dies."""
+    """Exclusive, non-blocking, released by the OS when the holder dies.
+
+    The holder may delete the lock file when it is done (``release(remove=True)``, as a standalone
+    ``ablate fit`` does, so run folders hold no lock files): a process that locked the file just
+    before it was unlinked sees that its descriptor no longer names ``path`` and tries again."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -141,21 +149,33 @@ class RunLock:
 
     def try_acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (BlockingIOError, PermissionError):
-            os.close(fd)
-            return False
-        self.fd = fd
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {os.uname().nodename} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        return True
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):
+                os.close(fd)
+                return False
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # unlinked by its previous holder after we opened it: lock the new file
+                os.close(fd)
+                continue
+            self.fd = fd
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {os.uname().nodename} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            return True
+        return False
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
         if self.fd is not None:
+            if remove:  # while still holding it (see the class docstring)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
             with contextlib.suppress(OSError):
                 if fcntl is not None:
                     fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -490,6 +510,7 @@ class Executor:
             summary.update(status="running", previous_error=summary.get("error"), error=None, finished_at=None)
             records.write_summary(point.run_dir, summary)
         env = self._child_env(slot)
+        env[HELD_LOCK_ENV] = str(lock.path.resolve())
         threads = int(env["OMP_NUM_THREADS"])
         argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ablate", subcommand, *point.argv]
         proc = ctx.Process(

@@ -1,4 +1,4 @@
-"""Callbacks: attention statistics, throughput and MFU, the divergence guard, the run record."""
+"""Callbacks: attention statistics, throughput and MFU, the divergence guard, the run record and checkpoints."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import lightning as L
 import psutil
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 from .records import read_summary, write_summary
+from .tracking import ResumableCSVLogger, trim_metrics_csv
 
 
 class RunDiverged(RuntimeError):
@@ -136,13 +139,47 @@ def _measure_step_flops(pl_module, batch: dict) -> float:
 
 
 class RunRecord(L.Callback):
-    """Keeps ``summary.json`` current after every validation, so a crash loses nothing logged."""
+    """Keeps ``summary.json`` current: after every validation (called by :class:`RunCheckpoint` once
+    that validation's checkpoint is on disk, so the ``step`` it records can always be resumed), and
+    at the start of training (``resumed_from_step``: the step of the checkpoint actually loaded)."""
 
     def __init__(self, run_dir: Path, started: float):
         self.run_dir = Path(run_dir)
         self.started = started
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        start = trainer.global_step if trainer.ckpt_path is not None else 0
+        trim_metrics_csv(self.run_dir / "metrics.csv", start)  # rows a killed attempt logged after `start`
+        self._resumed = trainer.ckpt_path is not None
+        if trainer.ckpt_path is not None:
+            summary = read_summary(self.run_dir) or {}
+            summary["resumed_from_step"] = trainer.global_step
+            write_summary(self.run_dir, summary)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """After a resume, Lightning's logging step (``_batches_that_stepped``) comes back one ahead
+        for a checkpoint saved at an epoch end, as ours are (its restart logic assumes the save
+        happened before the increment). Without gradient accumulation it equals the global step in
+        an uninterrupted run: set it so, and metrics.csv rows keep their steps after a resume."""
+        if not getattr(self, "_resumed", False):
+            return
+        self._resumed = False
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if trainer.accumulate_grad_batches == 1 and hasattr(epoch_loop, "_batches_that_stepped"):
+            epoch_loop._batches_that_stepped = trainer.global_step
+
     def on_validation_end(self, trainer, pl_module) -> None:
+        """Flush metrics.csv before this validation's checkpoint is written (Lightning buffers 100
+        steps of rows): a resumed run then finds every row up to its checkpoint on disk."""
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.save()
+
+    def write(self, trainer) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         summary = read_summary(self.run_dir) or {}
@@ -151,6 +188,33 @@ class RunRecord(L.Callback):
         summary["wall_time_s"] = summary.get("wall_time_s_before", 0.0) + time.time() - self.started
         summary["peak_rss_mb"] = peak_rss_mb()
         write_summary(self.run_dir, summary)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` (by ``train.monitor``) and ``last.ckpt`` after *every* validation, then the run
+    record. (Lightning saves ``last`` only at a step where a top-k checkpoint was saved, i.e. when
+    the monitored metric improved; a resumed run would then repeat every step since the best one.)"""
+
+    def __init__(self, record: RunRecord, **kwargs):
+        super().__init__(**kwargs)
+        self.record = record
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._after_validation(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._after_validation(trainer)
+
+    def _after_validation(self, trainer) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or trainer.fast_dev_run:
+            return
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self.record.write(trainer)
 
 
 def logged_metrics(trainer) -> dict[str, float]:

@@ -34,16 +34,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (its best, else last, checkpoint)."""
+def checkpoint_file(path: str | Path, what: str = "finetune.pretrained") -> Path:
+    """A checkpoint file, or a run directory (its best, else last, checkpoint). ``what`` names the
+    input in error messages."""
     p = Path(path)
     if p.is_dir():
         for candidate in (p / "checkpoints" / "best.ckpt", p / "checkpoints" / "last.ckpt", p / EXPORT_WEIGHTS):
             if candidate.is_file():
                 return candidate
-        raise ConfigError(f"finetune.pretrained={path}: no checkpoints/best.ckpt, last.ckpt or {EXPORT_WEIGHTS} there")
+        raise ConfigError(f"{what}={path}: no checkpoints/best.ckpt, last.ckpt or {EXPORT_WEIGHTS} there; "
+                          "give a .ckpt file, a run directory or an export directory")
     if not p.is_file():
-        raise ConfigError(f"finetune.pretrained={path}: no such file or run directory")
+        raise ConfigError(f"{what}={path}: no such file or run directory; give a .ckpt file or a run directory")
     return p
 
 
@@ -54,6 +56,13 @@ def read_checkpoint(path: str | Path) -> dict:
         return _read_export(p.parent)
     if not zipfile.is_zipfile(p):
         raise ConfigError(f"{p}: not a checkpoint (not a torch zip archive; truncated or another file type)")
+    try:  # torch.load does not verify the archive's CRC-32s: flipped bytes would load as wrong weights
+        with zipfile.ZipFile(p) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ConfigError(f"{p}: corrupted checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    if bad is not None:
+        raise ConfigError(f"{p}: corrupted checkpoint (CRC mismatch in {bad}); use another checkpoint or retrain")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as err:  # corrupted archive members, unpickling errors
@@ -92,6 +101,13 @@ def load_pretrained(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, RunCo
 
 def load_state_strict(module: torch.nn.Module, state: dict, source: str) -> None:
     """load_state_dict, but a mismatch becomes one line naming the first differing tensor."""
+    check_state_fits(module, state, source)
+    module.load_state_dict(state)
+
+
+def check_state_fits(module: torch.nn.Module, state: dict, source: str) -> None:
+    """The keys and shapes of ``state`` are those of ``module`` (which may live on the meta device);
+    else a one-line :class:`ConfigError` naming the first difference."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -105,14 +121,19 @@ def load_state_strict(module: torch.nn.Module, state: dict, source: str) -> None
                 f"{source}: tensor {key} has shape {tuple(tensor.shape)} in the checkpoint, "
                 f"{tuple(own[key].shape)} in this model (different size or vocabulary)"
             )
-    module.load_state_dict(state)
 
 
 def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write ``model.safetensors`` + ``config.json`` + ``tokenizer.model`` (re-importable)."""
-    ckpt = read_checkpoint(checkpoint_file(checkpoint))
+    ckpt = read_checkpoint(checkpoint_file(checkpoint, what="checkpoint"))
+    if not ckpt.get("tokenizer"):
+        raise ConfigError(f"checkpoint={checkpoint}: has no tokenizer; export needs a checkpoint written by ablate fit")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"out_dir={out_dir}: cannot create it ({err.strerror or type(err).__name__}); "
+                          "choose a writable directory") from None
     weights = {k.removeprefix("net."): v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     tmp = out / f".{EXPORT_WEIGHTS}.tmp"
     save_file(_untie(weights), str(tmp))

@@ -43,9 +43,10 @@ def _jsonable(value: Any) -> Any:
 def read_summary(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "summary.json"
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        summary = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # no record (or a torn one, which atomic writes never leave)
+    return summary if isinstance(summary, dict) else None
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -8,22 +8,42 @@ resumes from its last checkpoint, bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
 from ..data.tokenizer import Tokenizer
-from .callbacks import AttentionStats, DivergenceGuard, RunDiverged, RunRecord, Throughput, logged_metrics, peak_rss_mb
-from .checkpoints import AtomicCheckpointIO, adopt_pretrained_model, load_state_strict, read_checkpoint, resolve_pretrained
+from ..model import Transformer
+from .callbacks import (
+    AttentionStats,
+    DivergenceGuard,
+    RunCheckpoint,
+    RunDiverged,
+    RunRecord,
+    Throughput,
+    logged_metrics,
+    peak_rss_mb,
+)
+from .checkpoints import (
+    AtomicCheckpointIO,
+    adopt_pretrained_model,
+    check_state_fits,
+    load_state_strict,
+    read_checkpoint,
+    resolve_pretrained,
+)
 from .module import AblationModule
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
 from .tracking import ResumableCSVLogger, make_wandb_logger
@@ -55,12 +75,53 @@ def _world_size(cfg: RunConfig) -> int:
     return 1
 
 
-def _check_writable(path: Path) -> None:
-    probe = path
-    while not probe.exists():
+def _check_writable(key: str, value: str, target: Path) -> None:
+    """Refuse a location (``--<key>=<value>``) that cannot hold ``target`` before any work starts,
+    and leave no trace: the first existing ancestor must be a directory in which a directory can
+    be created (probed with a temporary directory that is removed at once; root ignores permission
+    bits, so ``os.access`` alone cannot tell, e.g. for ``/proc/x`` or a read-only mount)."""
+    probe = Path(os.path.expanduser(str(target)))
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise ConfigError(f"train.out_dir={path}: {probe} is not writable; choose a writable --train.out_dir")
+    where = f"{key}={value}"
+    if not probe.is_dir():
+        raise ConfigError(f"{where}: {probe} is a file, not a directory; choose a writable --{key}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ablate-write-probe-", dir=probe))
+    except OSError as err:
+        raise ConfigError(
+            f"{where}: cannot create directories under {probe} ({err.strerror or type(err).__name__}); "
+            f"choose a writable --{key}"
+        ) from None
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of atomic writes that a killed process left behind (``.<name>.<random>.tmp``).
+    Called with the run's lock held, so no live writer owns them."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _claim_run(run_dir: Path):
+    """The run's exclusive lock (``<run_dir>.lock``, the executor's claim), or None when another
+    process holds it. A process started by the executor (which holds the lock for it) skips it."""
+    from ..sweeps.executor import HELD_LOCK_ENV, RunLock, lock_path
+
+    path = lock_path(run_dir)
+    held = os.environ.get(HELD_LOCK_ENV)
+    if held and Path(held).resolve() == path.resolve():
+        return _NoLock()
+    lock = RunLock(path)
+    return lock if lock.try_acquire() else None
+
+
+class _NoLock:
+    def release(self, remove: bool = False) -> None:
+        pass
 
 
 def prepare(cfg: RunConfig):
@@ -71,7 +132,13 @@ def prepare(cfg: RunConfig):
     tokenizer = None
     if pretrained is not None:
         cfg.model = adopt_pretrained_model(cfg, pretrained)
+        if not pretrained.get("tokenizer"):
+            raise ConfigError(f"finetune.pretrained={pretrained_path}: the checkpoint has no tokenizer")
         tokenizer = Tokenizer.from_bytes(pretrained["tokenizer"])
+        # architecture and vocabulary checked before any data is built (a skeleton on the meta device)
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            skeleton = Transformer(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+        check_state_fits(skeleton, _backbone_state(pretrained), source=str(pretrained_path))
     datamodule = build_datamodule(cfg, tokenizer=tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -80,33 +147,64 @@ def prepare(cfg: RunConfig):
     module.tokenizer_bytes = datamodule.tokenizer.to_bytes()
     module.special_ids = {"bos_id": datamodule.tokenizer.bos_id, "eos_id": datamodule.tokenizer.eos_id}
     if pretrained is not None:
-        state = {
-            k.removeprefix("net.backbone."): v for k, v in pretrained["state_dict"].items() if k.startswith("net.backbone.")
-        }
-        load_state_strict(module.net.backbone, state, source=str(pretrained_path))
+        load_state_strict(module.net.backbone, _backbone_state(pretrained), source=str(pretrained_path))
+    if cfg.train.compile:  # in place: parameter names (and so checkpoints) stay those of the eager model
+        module.net.compile()
     return cfg, datamodule, module
 
 
+def _backbone_state(pretrained: dict) -> dict:
+    return {k.removeprefix("net.backbone."): v for k, v in pretrained["state_dict"].items() if k.startswith("net.backbone.")}
+
+
+def _exists(previous: dict, run_dir: Path) -> dict:
+    if _is_rank_zero():
+        print(f"run exists ({previous['status']}): {run_dir} — left untouched; change a setting or the seed for a new run")
+    return {**previous, "status": "exists", "final_status": previous["status"], "run_dir": str(run_dir)}
+
+
 def train(cfg: RunConfig) -> dict:
-    """Train one run; returns its summary dict (``status``, ``metrics``, ``run_dir`` …)."""
+    """Train one run; returns its summary dict (``status``, ``metrics``, ``run_dir`` …).
+
+    Every input (config, data, pretrained checkpoint, output location) is checked before the run
+    directory is created. ``status`` is ``exists`` for a finished or diverged record (left
+    untouched) and ``in_progress`` when another process is training this run (its lock is held)."""
     run_dir = run_dir_for(cfg)
     previous = read_summary(run_dir)
     if previous and previous.get("status") in FINAL:
-        if _is_rank_zero():
-            print(f"run exists ({previous['status']}): {run_dir} — left untouched; change a setting or the seed for a new run")
-        return {**previous, "status": "exists", "final_status": previous["status"], "run_dir": str(run_dir)}
-    _check_writable(Path(cfg.train.out_dir))
+        return _exists(previous, run_dir)
+    _check_writable("train.out_dir", cfg.train.out_dir, run_dir)
+    _check_writable("data.cache_dir", cfg.data.cache_dir, Path(cfg.data.cache_dir))
     _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    resolved, datamodule, module = prepare(cfg)
+    resolved, datamodule, module = prepare(cfg)  # raises ConfigError for bad data or checkpoints
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim_run(run_dir) if _is_rank_zero() else _NoLock()
+    if lock is None:
+        print(f"run in progress by another process: {run_dir}", file=sys.stderr)
+        return {"status": "in_progress", "run_dir": str(run_dir), "metrics": {}}
+    try:
+        previous = read_summary(run_dir)  # again, under the lock: another process may have finished it
+        if previous and previous.get("status") in FINAL:
+            return _exists(previous, run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"train.out_dir={cfg.train.out_dir}: cannot create {run_dir} ({err.strerror})") from None
+        if _is_rank_zero():
+            _remove_stale_temp_files(run_dir)
+        return _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+    finally:
+        lock.release(remove=True)
+
+
+def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_dir: Path, previous: dict | None) -> dict:
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = new_summary(cfg)
     summary["run_dir"] = str(run_dir)
     if previous:  # an interrupted run: keep its history, resume from the last checkpoint
         summary["wall_time_s_before"] = previous.get("wall_time_s", 0.0)
-        summary["resumed_from_step"] = previous.get("step")
+        summary["resumed_from_step"] = previous.get("step") if last_ckpt.is_file() else 0  # RunRecord sets the exact step
     if _is_rank_zero():
         write_config(run_dir, resolved)
         write_summary(run_dir, summary)
@@ -119,8 +217,13 @@ def train(cfg: RunConfig) -> dict:
     except RunDiverged as err:
         summary.update(status="diverged", diverged_step=err.step, error=str(err))
     except (MemoryError, RuntimeError, OSError) as err:
-        summary.update(status="failed", error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    summary["metrics"] = {**(read_summary(run_dir) or {}).get("metrics", {}), **logged_metrics(trainer)}
+        summary.update(status="failed", error=failure_message(err))
+    recorded = read_summary(run_dir) or {}
+    summary["metrics"] = {**recorded.get("metrics", {}), **logged_metrics(trainer)}
+    if recorded.get("resumed_from_step") is not None:  # the step of the checkpoint actually loaded
+        summary["resumed_from_step"] = recorded["resumed_from_step"]
+    if summary["status"] == "diverged":  # the last finite values, not the NaN that ended the run
+        summary["metrics"] = _finite_metrics(summary["metrics"], recorded.get("metrics", {}))
     callback = trainer.checkpoint_callback
     if callback is not None and callback.best_model_score is not None:
         summary["best"] = {resolved.train.monitor: float(callback.best_model_score)}
@@ -137,9 +240,36 @@ def train(cfg: RunConfig) -> dict:
     return summary
 
 
+def _finite_metrics(metrics: dict, recorded: dict) -> dict:
+    """A metric that is NaN/inf now keeps its last finite recorded value (or is dropped)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            old = recorded.get(key)
+            if isinstance(old, (int, float)) and math.isfinite(old):
+                out[key] = old
+            continue
+        out[key] = value
+    return out
+
+
+def failure_message(err: BaseException) -> str:
+    """One line saying why a run failed (out of memory and DataLoader worker crashes named as such)."""
+    text = " ".join(str(err).split())[:300]
+    kind = type(err).__name__
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return (f"out of memory ({kind}{': ' + text if text else ''}); "
+                "reduce data.batch_size, data.seq_len or the model size")
+    if "DataLoader worker" in text:
+        return f"DataLoader worker crashed ({kind}: {text}); rerun, or set data.num_workers=0 to debug"
+    return f"{kind}: {text}" if text else kind
+
+
 def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
     t = cfg.train
-    checkpoint = ModelCheckpoint(
+    record = RunRecord(run_dir, started)
+    checkpoint = RunCheckpoint(
+        record,
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=t.monitor,
@@ -153,7 +283,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         DivergenceGuard(),
         AttentionStats(t.attn_stats_every),
         Throughput(t.log_every, t.peak_tflops),
-        RunRecord(run_dir, started),
+        record,
         checkpoint,
     ]
     interactive = sys.stderr.isatty() and os.environ.get("CI") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import netrc
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from ..atomic import atomic_write_text
 from ..config import RunConfig, flatten, to_dict
 
 PROJECT = "transformer-ablations"
@@ -66,12 +68,51 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it."""
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it. When new
+    keys appear, the file is rewritten with the wider header atomically (Lightning rewrites it in
+    place: a kill at that moment would lose the whole history)."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
                 self.metrics_keys = sorted(next(csv.reader(fh), []))
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        _, rows = _read_rows(Path(self.metrics_file_path))
+        _write_rows(Path(self.metrics_file_path), fieldnames, rows)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a metrics.csv; a torn row (a kill in the middle of an append) is dropped."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows = [dict(zip(header, rec)) for rec in reader if len(rec) == len(header)]
+    return header, rows
+
+
+def _write_rows(path: Path, header: list[str], rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def trim_metrics_csv(path: Path, from_step: int) -> None:
+    """Drop the rows logged at ``step >= from_step`` (by an attempt that was killed after its last
+    checkpoint, which a resumed run logs again) and torn rows; the header stays."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    header, rows = _read_rows(path)
+    if "step" not in header:
+        return
+    kept = [r for r in rows if r["step"].isdigit() and int(r["step"]) < from_step]
+    with open(path, "rb") as fh:
+        body = fh.read()
+    if len(kept) != len(rows) or body.count(b"\n") != len(rows) + 1:
+        _write_rows(path, header, kept)
 
 
 class ResumableCSVLogger(CSVLogger):
