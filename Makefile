@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the package (torch pinned by TORCH=)
 
 test: $(STAMP)  ## run the test suite (what CI runs)
-	$(BIN)/python -m pytest -x -q -p no:cacheprovider
+	$(BIN)/python -m pytest -x -p no:cacheprovider
 
 quick: $(STAMP)  ## all six questions at quick scale, offline, then reports/quick/
 	$(BIN)/ablate sweep all --scale quick --offline --workers $(or $(WORKERS),2)
