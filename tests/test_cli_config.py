@@ -15,7 +15,7 @@ EXPERIMENTS = sorted((ROOT / "experiments").glob("q*.yaml"))
 
 def ablate(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "transformer_ablations.cli", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "transformer_ablations.cli", *args], capture_output=True, text=True, check=False, cwd=cwd
     )
 
 

@@ -80,7 +80,7 @@ def test_same_seed_same_metrics_and_rerun_is_left_alone(tmp_path):
     a = train(cfg_for("q1_scaling", tmp_path / "a"))
     b = train(cfg_for("q1_scaling", tmp_path / "b"))
     timing = {"train/tokens_per_s", "train/step_time_ms", "train/tflops", "train/mfu"}
-    strip = lambda metrics: {k: v for k, v in metrics.items() if k not in timing}  # noqa: E731
+    strip = lambda metrics: {k: v for k, v in metrics.items() if k not in timing}
     assert strip(a["metrics"]) == strip(b["metrics"]) and "val/acc" in a["metrics"]
     record = Path(a["run_dir"]) / "summary.json"
     before = record.read_bytes()
@@ -96,7 +96,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
     extra = ("--train.max_steps=12", "--train.val_every=4", "--model.dropout=0.1")
     whole = train(cfg_for("q5_pretrain", tmp_path / "whole", *extra))
 
-    import transformer_ablations.training.callbacks as callbacks
+    from transformer_ablations.training import callbacks
 
     original = callbacks.DivergenceGuard.on_before_optimizer_step
 

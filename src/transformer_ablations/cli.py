@@ -24,15 +24,15 @@ Precedence: defaults < config files < scale block < command-line flags < matchin
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from jsonargparse import ArgumentError
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
 from .config import ConfigError, RunConfig, flatten, validate
 
@@ -63,11 +63,11 @@ def _apply_aliases(argv: Sequence[str]) -> list[str]:
 def _one_line(err: Exception) -> str:
     """jsonargparse's multi-line messages -> 'key=value: what is wrong; valid: ...'."""
     text = str(err)
-    m = re.search(r'key "([^"]+)":\s*Expected a typing\.Literal\[(.*?)\]\. Got value: (.*?)(?:$|\n)', text, re.S)
+    m = re.search(r'key "([^"]+)":\s*Expected a typing\.Literal\[(.*?)\]\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
     if m:
         key, valid, got = m.group(1), m.group(2).replace("'", ""), m.group(3).strip()
         return f"{key}={got} is not valid; valid values: {valid}"
-    m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.S)
+    m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
     if m:
         return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
     m = re.search(r"unrecognized arguments: (.*)", text)
@@ -166,7 +166,7 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
     for tok in argv:
         if tok.startswith("--config="):
             _check_config_path(tok.split("=", 1)[1])
-    for a, b in zip(argv, argv[1:]):
+    for a, b in itertools.pairwise(argv):
         if a == "--config":
             _check_config_path(b)
     parser = _run_parser(prog)
@@ -197,7 +197,7 @@ def _check_config_path(path: str) -> None:
         raise ConfigError(f"--config {path}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
 
 
-def _fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def _fail(message: str, code: int = 2) -> NoReturn:  # noqa: F821
     print(f"ablate: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 

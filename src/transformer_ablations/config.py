@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, get_args
 
 # --- the toggle vocabulary (public contract, DESIGN.md) ---------------------------------
 Arch = Literal["encoder", "decoder", "encoder_decoder"]
@@ -58,7 +58,7 @@ class ModelConfig:
     segment_embeddings: bool = True
     d_model: int = 64
     n_heads: int = 4
-    head_dim: Optional[int] = None  # d_k; None means d_model // n_heads
+    head_dim: int | None = None  # d_k; None means d_model // n_heads
     n_layers: int = 2
     d_ff: int = 256
     dropout: float = 0.0
@@ -90,7 +90,7 @@ class DataConfig:
 
 @dataclass
 class FinetuneConfig:
-    pretrained: Optional[str] = None  # checkpoint file or run directory
+    pretrained: str | None = None  # checkpoint file or run directory
     pooling: Pooling = "cls"
     mode: FinetuneMode = "full"
 
@@ -112,7 +112,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     compile: bool = False
-    peak_tflops: Optional[float] = None  # for MFU; None: looked up for known GPUs
+    peak_tflops: float | None = None  # for MFU; None: looked up for known GPUs
     out_dir: str = "runs"
     wandb: WandbMode = "auto"
 

@@ -378,7 +378,7 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
         source = load_source(cfg)
     num_classes = None
     splits = {}
-    store_tokenizer = lambda: None  # noqa: E731 - a tokenizer trained here is cached once the data passed every check
+    store_tokenizer = lambda: None
 
     if d.task == "corpus":
         topics: dict[str, list[int]] = {}

@@ -63,7 +63,7 @@ def _quiet_libraries() -> None:
 
 
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 def _world_size(cfg: RunConfig) -> int:
