@@ -28,9 +28,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from transformer_ablations.atomic import atomic_write_bytes
 from transformer_ablations.config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, ConfigError, RunConfig
 from transformer_ablations.data import corpora, synthetic
-from transformer_ablations.data.tokenizer import Tokenizer, atomic_write_bytes
+from transformer_ablations.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

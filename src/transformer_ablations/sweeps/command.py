@@ -129,7 +129,7 @@ def _login_note() -> str:
 
 
 def _online(plans, options, args, gpus) -> int:
-    from ..training.records import atomic_write_text
+    from ..atomic import atomic_write_text
     from .launcher import create_sweep, launch_online, plan_online
     from .slurm import render_slurm, runs_per_task
 
@@ -190,7 +190,7 @@ def sync_main(argv: Sequence[str]) -> int:
 # --- ablate slurm --------------------------------------------------------------------------
 def slurm_main(argv: Sequence[str]) -> int:
     """``ablate slurm SWEEP_ID --tasks N``: print (or write) a SLURM array of wandb agents."""
-    from ..training.records import atomic_write_text
+    from ..atomic import atomic_write_text
     from .slurm import render_slurm
 
     p = _parser("ablate slurm", "Render sweeps/slurm_agent.sbatch: a SLURM array of wandb agents, one GPU each.")

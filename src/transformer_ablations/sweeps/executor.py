@@ -45,6 +45,7 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
 from .progress import SweepProgress
@@ -747,7 +748,7 @@ def write_index(plan: SweepPlan, suggested: Sequence[Point], options: ExecutorOp
         "updated_at": _now(),
         "points": entries,
     }
-    records.atomic_write_text(path, json.dumps(to_python(index), indent=2, default=str))
+    atomic_write_text(path, json.dumps(to_python(index), indent=2, default=str))
     return index
 
 

@@ -261,7 +261,7 @@ def _run_agents(commands: Sequence[Command]) -> int:
 
 
 def create_sweep(plan: OnlinePlan) -> str:
-    from ..training.records import atomic_write_text
+    from ..atomic import atomic_write_text
 
     atomic_write_text(plan.rendered_path, yaml.safe_dump(plan.rendered, sort_keys=False))
     print(f"sweep: {Command(plan.sweep).shell()}", flush=True)

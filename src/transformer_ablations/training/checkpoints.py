@@ -17,10 +17,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, ModelConfig, RunConfig, flatten, from_dict, to_dict
 from ..data.tokenizer import Tokenizer
 from ..model import build_task_model
-from .records import atomic_write_bytes, atomic_write_text, read_summary
+from .records import read_summary
 
 EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
 

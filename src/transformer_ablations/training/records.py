@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported for callers)
+from ..atomic import atomic_write_text
 from ..config import RunConfig, config_hash, flatten, to_dict
 
 STATUSES = ("running", "finished", "diverged", "failed")
