@@ -5,13 +5,17 @@
     first with an empty cache (tokenizer trained, corpus tokenized, written) and then again on the same
     corpus and cache (everything loaded). Target: the warm run has its first batch within 3 s.
     Each run is a fresh ``python`` process; import time (torch, Lightning, datasets) is reported apart.
-(b) Memory while tokenizing a 100 MB text file: a synthetic text file is written to a temporary
-    directory and put through the package's corpus path (``corpora.load_text_corpus`` ->
-    ``Tokenizer.train_or_load`` -> ``prepare._tokenize_docs``, the stages ``prepare`` runs for
-    ``data.task=corpus`` on a ``file:`` source) in a child process; its RSS is recorded after each stage,
-    and the peak RSS (``ru_maxrss``) at the end. A streaming pipeline keeps the peak roughly flat in the
-    file size; the same is run on a file of a tenth of the size to show the trend. The child is stopped
-    past ``--limit-s`` seconds or ``--limit-gb`` of RSS (reported as such).
+(b) Memory while tokenizing a 10 MB and a 100 MB text file, side by side: a synthetic text file is
+    written to a temporary directory and put through the package's corpus path in a child process:
+    ``corpora.load_text_corpus`` (reads the file through to check it), ``Tokenizer.train_or_load`` (hash of
+    the sentences, sentencepiece on a sample) and ``prepare`` with that tokenizer (``data.task=corpus``,
+    ``mlm_nsp``, ``n_train=0``: every document tokenized, every example built and saved to the cache). RSS
+    is recorded after each stage, and the peak RSS (Linux ``VmHWM``, else ``ru_maxrss``; or the parent's 0.1 s
+    polling if higher) at the end. Streaming keeps the peak flat in the file size: the 100 MB peak over the 10 MB peak is the
+    figure to watch (about 1, not 10). RSS counts the pages of the memory-mapped Arrow files ``datasets``
+    reads (page cache the kernel can drop), so the peak of anonymous memory (RSS less file-backed pages,
+    polled) is shown too. A child is stopped past ``--limit-s`` seconds or ``--limit-gb`` of RSS (reported
+    as such).
 
 Parts whose API is missing are skipped with a note.
 
@@ -60,32 +64,41 @@ import psutil
 proc = psutil.Process()
 def mb(): return proc.memory_info().rss / 2**20
 # ru_maxrss survives execve: it starts at the parent's RSS. Only a value above that start is ours.
+# Linux's VmHWM (peak RSS of this process image) starts afresh at execve: used where there is one.
 START = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 def peak():
-    m = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return m / 1024 if m > START else mb()
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        m = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return m / 1024 if m > START else mb()
 stages = []
 def stage(name, t0):
     stages.append({"stage": name, "s": round(time.perf_counter() - t0, 2), "rss_mb": round(mb()), "peak_mb": round(peak())})
     print("STAGE " + json.dumps(stages[-1]), flush=True)
 t0 = time.perf_counter()
-from transformer_ablations.data import corpora, prepare
+import datasets
+from transformer_ablations.config import DataConfig, RunConfig
+from transformer_ablations.data import corpora
+from transformer_ablations.data.prepare import prepare
 from transformer_ablations.data.tokenizer import Tokenizer
+datasets.disable_progress_bars()
 stage("import", t0)
 path, cache, vocab = sys.argv[1], sys.argv[2], int(sys.argv[3])
 source = "file:" + path
 t0 = time.perf_counter()
 tc = corpora.load_text_corpus(source, None)  # n_train=0: the whole corpus
-n_sent = sum(len(d) for d in tc.train_docs)
-stage(f"load_text_corpus ({len(tc.train_docs)} docs, {n_sent} sentences)", t0)
+stage("load_text_corpus", t0)
 t0 = time.perf_counter()
 tok = Tokenizer.train_or_load((s for doc in tc.train_docs for s in doc), vocab, cache, "unigram")
 stage("Tokenizer.train_or_load", t0)
 t0 = time.perf_counter()
-ids = prepare._tokenize_docs(tc.train_docs, tok)
-n_tok = sum(len(s) for d in ids for s in d)
-stage(f"prepare._tokenize_docs ({n_tok} tokens)", t0)
-print("RESULT " + json.dumps({"stages": stages, "peak_mb": round(peak())}))
+cfg = RunConfig(objective="mlm_nsp", data=DataConfig(source=source, task="corpus", seq_len=128, n_train=0, n_val=2000,
+                                                     vocab_size=vocab, cache_dir=cache))
+p = prepare(cfg, tok)
+stage("prepare (tokenize, NSP pairs, save)", t0)
+print("RESULT " + json.dumps({"stages": stages, "peak_mb": round(peak()), "counts": p.meta["counts"]}))
 """
 
 WORDS = None
@@ -138,7 +151,7 @@ def _child(code: str, args: list[str], limit_s: float, limit_gb: float | None = 
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=_env())
     ps = psutil.Process(proc.pid)
-    max_rss, note = 0, ""
+    max_rss, max_anon, note = 0, 0, ""
     lines: list[str] = []
     import threading
 
@@ -146,8 +159,10 @@ def _child(code: str, args: list[str], limit_s: float, limit_gb: float | None = 
     reader.start()
     while proc.poll() is None:
         try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            max_rss = max(max_rss, rss)
+            mems = [p.memory_info() for p in (ps, *ps.children(recursive=True))]
+            max_rss = max(max_rss, sum(m.rss for m in mems))
+            # anonymous memory: RSS less file-backed pages (Linux `shared`: memory-mapped files, page cache)
+            max_anon = max(max_anon, sum(m.rss - getattr(m, "shared", 0) for m in mems))
         except psutil.Error:
             pass
         if time.perf_counter() - t0 > limit_s:
@@ -167,7 +182,8 @@ def _child(code: str, args: list[str], limit_s: float, limit_gb: float | None = 
     if result is None and not note:
         tail = "".join(lines[-5:]).strip().splitlines()
         note = f"exit {proc.returncode}: " + (tail[-1] if tail else "no output")
-    return result, note, {"wall_s": wall, "max_rss_mb": max_rss / 2**20, "stages": stages}
+    return result, note, {"wall_s": wall, "max_rss_mb": max_rss / 2**20, "max_anon_mb": max_anon / 2**20,
+                          "stages": stages}
 
 
 def part_a(tmp: Path, file_mb: float) -> dict:
@@ -205,17 +221,11 @@ def part_a(tmp: Path, file_mb: float) -> dict:
 
 
 def part_b(tmp: Path, mb: float, limit_s: float, limit_gb: float, vocab: int) -> dict:
-    print(f"\n(b) tokenizing a {mb:g} MB text file through the corpus path: RSS per stage")
-    try:
-        from transformer_ablations.data import corpora, prepare
-        from transformer_ablations.data.tokenizer import Tokenizer  # noqa: F401
-
-        assert hasattr(corpora, "load_text_corpus") and hasattr(prepare, "_tokenize_docs")
-    except Exception as e:  # noqa: BLE001
-        print(f"  skipped: corpus/tokenizer API not there ({type(e).__name__}: {e})")
-        return {"skipped": str(e)}
+    print(f"\n(b) RSS while a {mb / 10:g} MB and a {mb:g} MB text file go through the corpus path "
+          "(data.task=corpus, mlm_nsp, n_train=0)")
+    sizes = (mb / 10, mb)
     out = {}
-    for size in (mb / 10, mb):
+    for size in sizes:
         t0 = time.perf_counter()
         path = write_text(tmp / f"corpus_{size:g}mb.txt", size, seed=2)
         gen_s = time.perf_counter() - t0
@@ -223,16 +233,31 @@ def part_b(tmp: Path, mb: float, limit_s: float, limit_gb: float, vocab: int) ->
         file_mb = path.stat().st_size / 2**20
         peak_mb = max((res or {}).get("peak_mb") or 0, watch["max_rss_mb"])  # in-child peak, or 0.1 s polling
         print(f"  file {file_mb:.1f} MB (written in {gen_s:.1f} s): peak RSS {peak_mb:.0f} MB = "
-              f"{peak_mb / file_mb:.1f}x the file, {watch['wall_s']:.0f} s" + (f" ({note})" if note else ""))
-        for st in watch["stages"]:
-            print(f"    after {st['stage']:55s} {st['s']:7.1f} s  RSS {st['rss_mb']:6d} MB  peak {st['peak_mb']:6d} MB")
+              f"{peak_mb / file_mb:.1f}x the file, {watch['wall_s']:.0f} s" + (f" ({note})" if note else "")
+              + (f", examples {res['counts']}" if res else ""))
         out[f"{size:g}MB"] = {"file_mb": file_mb, "peak_mb": peak_mb, "result": res, "note": note, **watch}
         path.unlink()
-    small, big = out.get(f"{mb / 10:g}MB", {}), out.get(f"{mb:g}MB", {})
-    peak_small, peak_big = small.get("peak_mb"), big.get("peak_mb")
-    if peak_small and peak_big:
-        print(f"  peak RSS grows {peak_big / peak_small:.1f}x for a 10x larger file "
-              f"({'bounded' if peak_big / peak_small < 2 else 'NOT bounded: the corpus path holds the whole corpus'})")
+    runs = [out[f"{size:g}MB"] for size in sizes]
+    names = [st["stage"] for st in max((r["stages"] for r in runs), key=len)]
+    rows = []
+    for name in names:
+        row: list[object] = [f"after {name}"]
+        for r in runs:
+            st = next((st for st in r["stages"] if st["stage"] == name), None)
+            row += [st["s"], st["rss_mb"], st["peak_mb"]] if st else ["-"] * 3
+        rows.append(row)
+    rows.append(["whole child (peak RSS)", *[x for r in runs for x in (round(r["wall_s"], 1), "", round(r["peak_mb"]))]])
+    rows.append(["peak anonymous memory", *[x for r in runs for x in ("", "", round(r["max_anon_mb"]))]])
+    from transformer_ablations.bench.timing import fmt_table
+
+    print(fmt_table(["stage", *[f"{size:g} MB: {c}" for size in sizes for c in ("s", "RSS MB", "peak MB")]], rows))
+    ratio = runs[1]["peak_mb"] / runs[0]["peak_mb"] if runs[0]["peak_mb"] else float("nan")
+    out["peak_ratio"] = ratio
+    print(f"  peak RSS {runs[1]['peak_mb']:.0f} MB ({mb:g} MB file) / {runs[0]['peak_mb']:.0f} MB ({mb / 10:g} MB file) "
+          f"= {ratio:.2f}x for a 10x larger file "
+          f"({'bounded' if ratio < 1.5 else 'NOT bounded: memory grows with the corpus'}); anonymous memory "
+          f"{runs[1]['max_anon_mb']:.0f} / {runs[0]['max_anon_mb']:.0f} MB, the rest of RSS is file-backed "
+          "(memory-mapped Arrow files, page cache the kernel can drop; polled every 0.1 s)")
     return out
 
 

@@ -1,5 +1,6 @@
 """Collators: BERT masking statistics, NSP segments, causal / prefix-LM labels, classification formats."""
 
+import itertools
 import random
 
 import pytest
@@ -84,7 +85,8 @@ def test_mlm_masks_are_a_function_of_seed_example_and_pass(tok):
 def test_nsp_pairs_are_half_true_and_segments_are_right(tok):
     docs = syn.corpus(300, seed=0, min_sents=4, max_sents=8)
     tdocs = [[tok.encode(s) for s in d] for d in docs]
-    cols = pair_examples(tdocs, 61, random.Random(0), nsp=True, n_max=400)
+    pairs = list(itertools.islice(pair_examples(tdocs, 61, random.Random(0), nsp=True), 400))
+    cols = {k: [p[k] for p in pairs] for k in ("a_ids", "b_ids", "nsp_label")}
     n = len(cols["nsp_label"])
     assert n == 400 and all(cols["a_ids"]) and all(cols["b_ids"])  # two non-empty segments
     frac = sum(cols["nsp_label"]) / n

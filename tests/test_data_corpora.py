@@ -1,13 +1,16 @@
 """file: and hf: sources: formats, splits, and one-line ConfigErrors for bad inputs."""
 
 import json
+import random
+import shutil
 
 import datasets
 import pytest
 
 from transformer_ablations.config import ConfigError, DataConfig, RunConfig
 from transformer_ablations.data import corpora
-from transformer_ablations.data.prepare import prepare
+from transformer_ablations.data.prepare import DATA_SEED, pair_examples, prepare
+from transformer_ablations.data.tokenizer import Tokenizer
 
 datasets.disable_progress_bars()
 
@@ -43,15 +46,15 @@ def test_parse_source():
 def test_txt_blocks_are_documents_and_lines_and_periods_split_sentences(tmp_path):
     f = _write(tmp_path / "c.txt", "First line. Second one!\nThird\n\n\nOther doc? Yes.\n\nLast doc here\n")
     tc = corpora.load_text_corpus(f"file:{f}")
-    docs = tc.train_docs + tc.val_docs
+    docs = list(tc.train_docs) + list(tc.val_docs)
     assert docs == [["First line.", "Second one!", "Third"], ["Other doc?", "Yes."], ["Last doc here"]]
-    assert tc.val_docs == [["Last doc here"]]  # a single file: the last 10% of documents (>= 1) are held out
+    assert list(tc.val_docs) == [["Last doc here"]]  # a single file: the last 10% of documents (>= 1) are held out
 
 
 def test_txt_without_blank_lines_is_cut_into_documents(tmp_path):
     f = _write(tmp_path / "lines.txt", "\n".join(f"line {i} ." for i in range(100)))
     tc = corpora.load_text_corpus(f"file:{f}")
-    docs = tc.train_docs + tc.val_docs
+    docs = list(tc.train_docs) + list(tc.val_docs)
     assert len(docs) == 4 and sum(map(len, docs)) == 100
 
 
@@ -74,7 +77,7 @@ def test_tsv_without_label_column(tmp_path):
     msg = _one_line(e)
     assert f"data.source=file:{f}" in msg and "no 'label' column" in msg and "columns: sentence" in msg
     tc = corpora.load_text_corpus(f"file:{f}")  # fine as a pretraining corpus
-    assert sum(len(d) for d in tc.train_docs + tc.val_docs) == 40
+    assert sum(len(d) for d in [*tc.train_docs, *tc.val_docs]) == 40
 
 
 def test_non_integer_labels(tmp_path):
@@ -98,7 +101,7 @@ def test_jsonl_text_and_labeled(tmp_path):
     f = _write(tmp_path / "docs.jsonl", "\n".join(
         json.dumps({"text": f"Doc {i} first. Doc {i} second.\nThird of {i}."}) for i in range(10)))
     tc = corpora.load_text_corpus(f"file:{f}")
-    assert tc.train_docs[0] == ["Doc 0 first.", "Doc 0 second.", "Third of 0."] and len(tc.val_docs) == 1
+    assert next(iter(tc.train_docs)) == ["Doc 0 first.", "Doc 0 second.", "Third of 0."] and len(list(tc.val_docs)) == 1
     g = _write(tmp_path / "pairs.jsonl", "\n".join(
         json.dumps({"sentence1": f"a{i}", "sentence2": f"b{i}", "label": i % 2}) for i in range(10)))
     ld = corpora.load_labeled(f"file:{g}")
@@ -167,6 +170,65 @@ def test_text_corpus_too_short_for_n_train(tmp_path):
     assert 0 < len(p.splits["train"]) < 500
 
 
+def test_text_file_is_read_line_by_line_not_whole(tmp_path):
+    good = "".join(f"Line {i} of the corpus.\n" + ("\n" if i % 5 == 4 else "") for i in range(3000)).encode()
+    f = tmp_path / "big.txt"
+    f.write_bytes(good + b"caf\xe9\n")  # a bad byte at the very end
+    lines = corpora.read_lines(f, f"file:{f}")
+    assert next(lines) == "Line 0 of the corpus."  # read before the decoder reaches the end of the file
+    docs = corpora.lines_to_documents(lines)
+    assert next(docs) == [f"Line {i} of the corpus." for i in range(1, 5)]
+    with pytest.raises(ConfigError, match=f"byte 0xe9 at offset {len(good) + 3}"):
+        list(docs)
+    f.write_bytes(good)
+    tc = corpora.load_text_corpus(f"file:{f}")
+    assert not isinstance(tc.train_docs, list)  # read from the file again at every pass
+    in_memory = list(corpora.lines_to_documents(f.read_text(encoding="utf-8").splitlines()))
+    assert len(in_memory) == 600 and list(tc.train_docs) + list(tc.val_docs) == in_memory
+    assert list(tc.train_docs) == in_memory[:540]
+
+
+@pytest.mark.parametrize("objective", ["causal", "mlm_nsp"])
+def test_streamed_corpus_gives_the_ids_of_an_in_memory_encode(tmp_path, objective):
+    # a document whose only sentence encodes to no ids (a control character), one with such a sentence, a long one
+    odd = "\x01\n\nShort one. \x01\nthen more\n\n" + "long " * 300 + "\n\n"
+    f = _write(tmp_path / "c.txt", odd + _story(40))
+    L = 32
+    cfg = RunConfig(objective=objective, data=DataConfig(source=f"file:{f}", task="corpus", seq_len=L, n_train=0,
+                                                         n_val=4, vocab_size=80, cache_dir=str(tmp_path / "c")))
+    p = prepare(cfg)
+    docs = list(corpora.lines_to_documents(f.read_text(encoding="utf-8").splitlines()))
+    assert len(docs) == 43
+    docs = docs[:-4]  # the last 10% are held out
+    tok = p.tokenizer
+    assert tok == Tokenizer.train([s for d in docs for s in d], 80)
+    tdocs = [[tok.encode(s) for s in d] for d in docs]
+    assert tdocs[0] == [[]] and [] in tdocs[1]
+    train = p.splits["train"]
+    if objective == "causal":
+        stream = [t for d in tdocs for t in [*(t for s in d for t in s), tok.eos_id]]
+        want = [stream[i: i + L] for i in range(0, len(stream) - L + 1, L)]
+        assert train["input_ids"] == want
+    else:
+        rng = random.Random(f"examples:{DATA_SEED}:train")
+        want = list(pair_examples(tdocs, L - 3, rng, nsp=True))
+        assert [{k: r[k] for k in ("a_ids", "b_ids", "nsp_label")} for r in train] == want
+    assert train["idx"] == list(range(len(train)))
+    assert sorted(x.name for x in p.path.parent.iterdir()) == [p.path.name, f"{p.path.name}.lock"]  # no scratch left
+
+
+def test_scratch_of_a_killed_build_is_cleared_by_the_next(tmp_path):
+    cfg = RunConfig(objective="causal", data=DataConfig(task="corpus", seq_len=16, n_train=20, n_val=4,
+                                                        cache_dir=str(tmp_path)))
+    path = prepare(cfg).path
+    shutil.rmtree(path)
+    for stale in (f".{path.name}.build-dead", f".{path.name}.tmp-1-dead"):
+        (path.parent / stale).mkdir()
+        (path.parent / stale / "data.arrow").write_bytes(b"x" * 100)
+    assert prepare(cfg).path == path and (path / "meta.json").exists()
+    assert sorted(x.name for x in path.parent.iterdir()) == [path.name, f"{path.name}.lock"]
+
+
 def test_classification_task_on_plain_text_is_refused(tmp_path):
     f = _write(tmp_path / "c.txt", _story(5))
     cfg = RunConfig(objective="none", data=DataConfig(source=f"file:{f}", task="single", cache_dir=str(tmp_path)))
@@ -190,6 +252,18 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets", raising=False)
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True, raising=False)
+
+
+def test_hf_text_dataset_streams_its_documents(offline, tmp_path):
+    d = tmp_path / "local_ds"  # a local folder: datasets.load_dataset reads it with its "text" builder
+    d.mkdir()
+    _write(d / "train.txt", _story(20, sents=2))
+    tc = corpora.load_text_corpus(f"hf:{d}")
+    assert not isinstance(tc.train_docs, list)
+    first = ["Sentence 0 of story 0 tells about the cat number 0.", "It ends here.",
+             "Sentence 1 of story 0 tells about the cat number 0.", "It ends here."]
+    assert next(iter(tc.train_docs)) == first
+    assert len(list(tc.train_docs)) == 18 and len(list(tc.val_docs)) == 2
 
 
 @pytest.mark.parametrize("source,task,label", [

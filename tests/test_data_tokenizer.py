@@ -70,6 +70,26 @@ def test_second_build_is_a_cache_hit(tmp_path):
     assert not t4.from_cache
 
 
+def test_training_texts_are_streamed_once_and_sampled_to_a_bound(tmp_path):
+    small = ["", *TEXTS, "  "]
+    assert tokmod.sample_texts(iter(small), k=100) == TEXTS  # a corpus under the bound: all of it, in order
+    many = [f"sentence {i}" for i in range(1000)]
+    sample = tokmod.sample_texts(iter(many), k=100)
+    assert len(sample) == 100 and len(set(sample)) == 100 and set(sample) <= set(many)
+    assert sample == tokmod.sample_texts(many, k=100)  # the same sample in every process
+    assert sum(int(t.split()[1]) >= 500 for t in sample) > 25  # drawn from the whole stream, not its head
+    reads = []
+
+    def stream():  # a one-shot generator: hashed and sampled in a single pass
+        for t in TEXTS:
+            reads.append(t)
+            yield t
+
+    tok = Tokenizer.train_or_load(stream(), 120, tmp_path, "unigram")
+    assert reads == TEXTS and tok == Tokenizer.train(TEXTS, 120)
+    assert Tokenizer.train_or_load(TEXTS, 120, tmp_path, "unigram").from_cache
+
+
 def test_bytes_and_pickle_round_trip_encode_identically():
     tok = Tokenizer.train(TEXTS, 120)
     back = Tokenizer.from_bytes(tok.to_bytes())

@@ -20,18 +20,23 @@ A directory is read as ``train.*`` plus ``dev.*`` / ``val.*`` / ``valid.*`` / ``
 split) is split: labeled and parallel rows are shuffled with a fixed seed and 10% held out;
 text keeps its order and the last 10% of documents are held out.
 
+A text corpus streams: its documents are read from the source again on every pass over them
+(a txt file line by line, an hf dataset in batches from its memory-mapped Arrow files), never
+held whole. Rows of tsv/jsonl files (labeled, parallel, or text) are read into lists.
+
 Every problem is a :class:`ConfigError` with one line naming the source.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import json
 import os
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +54,22 @@ PARALLEL_COLUMNS = [("source", "target"), ("src", "tgt")]
 VAL_NAMES = ("dev", "val", "valid", "validation")
 
 
+class Documents:
+    """Documents ``start:stop`` of the stream that ``read()`` opens: every iteration reads the source again."""
+
+    def __init__(self, read: Callable[[], Iterator[list[str]]], start: int = 0, stop: int | None = None):
+        self.read, self.start, self.stop = read, start, stop
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return itertools.islice(self.read(), self.start, self.stop)
+
+
 @dataclass
 class TextCorpus:
-    train_docs: list[list[str]]
-    val_docs: list[list[str]]
+    """Documents (lists of sentences), each split an iterable that can be read more than once."""
+
+    train_docs: Iterable[list[str]]
+    val_docs: Iterable[list[str]]
 
 
 @dataclass
@@ -124,23 +141,31 @@ def source_identity(source: str) -> str:
     return "file:" + "|".join(parts)
 
 
-def read_text(path: Path, source: str) -> str:
-    """UTF-8 text of a file; ConfigError if unreadable, not UTF-8 or empty."""
+def read_lines(path: Path, source: str) -> Iterator[str]:
+    """The lines of a UTF-8 file (as ``str.splitlines`` cuts them), read one at a time; ConfigError if it
+    is unreadable, not UTF-8 (at the bad byte) or empty (at its end)."""
     try:
-        raw = path.read_bytes()
+        f = path.open("rb")
     except OSError as e:
         raise ConfigError(f"data.source={source}: cannot read {path.name}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        bad = raw[e.start: e.start + 1].hex()
-        raise ConfigError(
-            f"data.source={source}: {path.name} is not valid UTF-8 (byte 0x{bad} at offset {e.start}); "
-            "re-encode it as UTF-8"
-        ) from None
-    if not text.strip():
+    with f:
+        offset, has_text = 0, False  # offset: bytes before this line, after a BOM
+        for raw in f:
+            if offset == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start: e.start + 1].hex()
+                raise ConfigError(
+                    f"data.source={source}: {path.name} is not valid UTF-8 (byte 0x{bad} at offset "
+                    f"{offset + e.start}); re-encode it as UTF-8"
+                ) from None
+            offset += len(raw)
+            has_text = has_text or bool(line.strip())
+            yield from line.splitlines()
+    if not has_text:
         raise ConfigError(f"data.source={source}: {path.name} is empty; need at least one line of text")
-    return text
 
 
 # --- text -> documents --------------------------------------------------------------------
@@ -152,7 +177,7 @@ def split_sentences(line: str) -> list[str]:
     return [s.strip() for s in _SENT_RE.split(line.strip()) if s.strip()]
 
 
-def lines_to_documents(lines: Iterable[str], max_words: int | None = None) -> list[list[str]]:
+def lines_to_documents(lines: Iterable[str], max_words: int | None = None) -> Iterator[list[str]]:
     """Blank lines (and wikitext ``= heading =`` lines) end a document; each line is split into
     sentences. When none of the first 1000 lines is blank (a sentence-per-row corpus such as
     bookcorpus) the lines are cut into documents of ``ROWS_PER_DOC`` lines instead.
@@ -160,7 +185,6 @@ def lines_to_documents(lines: Iterable[str], max_words: int | None = None) -> li
     it = iter(lines)
     head = list(itertools.islice(it, 1000))
     blank_mode = any(not ln.strip() or _HEADING_RE.match(ln) for ln in head)
-    docs: list[list[str]] = []
     cur: list[str] = []
     words = 0
     rows_in_cur = 0
@@ -174,45 +198,50 @@ def lines_to_documents(lines: Iterable[str], max_words: int | None = None) -> li
             rows_in_cur += 1
             boundary = not blank_mode and rows_in_cur >= ROWS_PER_DOC
         if boundary and cur:
-            docs.append(cur)
+            yield cur
             cur, rows_in_cur = [], 0
             if max_words is not None and words >= max_words:
-                return docs
+                return
     if cur:
-        docs.append(cur)
-    return docs
+        yield cur
 
 
-def rows_to_documents(texts: list[str]) -> list[list[str]]:
-    docs = []
+def rows_to_documents(texts: list[str]) -> Iterator[list[str]]:
     for i in range(0, len(texts), ROWS_PER_DOC):
         doc = [s for t in texts[i: i + ROWS_PER_DOC] for s in split_sentences(t)]
         if doc:
-            docs.append(doc)
-    return docs
+            yield doc
 
 
-def _hold_out_docs(docs: list[list[str]], source: str) -> tuple[list[list[str]], list[list[str]]]:
-    if not docs:
+def _text_corpus(train: Documents, val: Documents | None, source: str) -> TextCorpus:
+    """Reads the source through once (to check it and count its documents) before anything is built.
+    Without a val split, the last 10% of the documents are held out (of a single document: its last
+    10% of sentences)."""
+    n = sum(1 for _ in train)
+    if val is not None:
+        if not n or not sum(1 for _ in val):
+            raise ConfigError(f"data.source={source}: no text found (empty corpus)")
+        return TextCorpus(train, val)
+    if not n:
         raise ConfigError(f"data.source={source}: no text found (empty corpus)")
-    if len(docs) == 1:
-        sents = docs[0]
+    if n == 1:
+        sents = next(iter(train))
         if len(sents) < 2:
             raise ConfigError(f"data.source={source}: corpus too short: a single sentence cannot make train and val")
         k = max(1, int(len(sents) * VAL_FRACTION))
-        return [sents[:-k]], [sents[-k:]]
-    k = max(1, round(len(docs) * VAL_FRACTION))
-    return docs[:-k], docs[-k:]
+        return TextCorpus([sents[:-k]], [sents[-k:]])
+    k = max(1, round(n * VAL_FRACTION))
+    return TextCorpus(Documents(train.read, 0, n - k), Documents(train.read, n - k, n))
 
 
 # --- tables (tsv / jsonl) -----------------------------------------------------------------
 def _read_table(path: Path, source: str) -> tuple[list[str], list[dict]]:
     """(columns, rows as dicts of strings/values) of a tsv (with header) or jsonl file."""
-    text = read_text(path, source)
+    lines = read_lines(path, source)
     if path.suffix in (".jsonl", ".json"):
         rows: list[dict] = []
         cols: dict[str, None] = {}
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -226,7 +255,6 @@ def _read_table(path: Path, source: str) -> tuple[list[str], list[dict]]:
         if not rows:
             raise ConfigError(f"data.source={source}: {path.name} has no records (empty corpus)")
         return list(cols), rows
-    lines = text.splitlines()
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     header = [h.strip() for h in next(reader)]
     rows = []
@@ -301,41 +329,33 @@ def _shuffle_split(rows: list, source: str) -> tuple[list, list]:
 
 # --- file sources -------------------------------------------------------------------------
 def load_text_corpus(source: str, max_words: int | None = None) -> TextCorpus:
-    """Documents for pretraining (``data.task=corpus``) from a file: or hf: source."""
+    """Documents for pretraining (``data.task=corpus``) from a file: or hf: source, read through once
+    to check them; its splits read the source again when iterated."""
     kind, arg, conf = parse_source(source)
     if kind == "hf":
         return _hf_text(source, arg, conf, max_words)
     p = _resolve(arg, source)
     train_f, val_f = _split_files(p, source)
-    train = _file_docs(train_f, source, max_words)
-    if val_f is None:
-        tr, va = _hold_out_docs(train, source)
-        return TextCorpus(tr, va)
-    val = _file_docs(val_f, source, None)
-    if not train or not val:
-        raise ConfigError(f"data.source={source}: no text found (empty corpus)")
-    return TextCorpus(train, val)
+    train = Documents(lambda: _file_docs(train_f, source, max_words))
+    val = None if val_f is None else Documents(lambda: _file_docs(val_f, source, None))
+    return _text_corpus(train, val, source)
 
 
-def _file_docs(path: Path, source: str, max_words: int | None) -> list[list[str]]:
-    if path.suffix in TABLE_EXTS:
-        cols, rows = _read_table(path, source)
-        if path.suffix in (".jsonl", ".json") and "text" in cols:
-            docs = []
-            for r in rows:
-                doc = [s for line in str(r.get("text") or "").splitlines() for s in split_sentences(line)]
-                if doc:
-                    docs.append(doc)
-            return docs
-        tc = _text_columns(cols)
-        if tc is None:
-            raise ConfigError(
-                f"data.source={source}: {path.name} has no text column (columns: {', '.join(map(str, cols))}); "
-                "need text, sentence, or sentence1 and sentence2"
-            )
-        texts = [str(r.get(c) or "") for r in rows for c in tc if c]
-        return rows_to_documents([t for t in texts if t.strip()])
-    return lines_to_documents(read_text(path, source).splitlines(), max_words)
+def _file_docs(path: Path, source: str, max_words: int | None) -> Iterator[list[str]]:
+    if path.suffix not in TABLE_EXTS:
+        return lines_to_documents(read_lines(path, source), max_words)
+    cols, rows = _read_table(path, source)
+    if path.suffix in (".jsonl", ".json") and "text" in cols:
+        docs = ([s for line in str(r.get("text") or "").splitlines() for s in split_sentences(line)] for r in rows)
+        return (doc for doc in docs if doc)
+    tc = _text_columns(cols)
+    if tc is None:
+        raise ConfigError(
+            f"data.source={source}: {path.name} has no text column (columns: {', '.join(map(str, cols))}); "
+            "need text, sentence, or sentence1 and sentence2"
+        )
+    texts = [str(r.get(c) or "") for r in rows for c in tc if c]
+    return rows_to_documents([t for t in texts if t.strip()])
 
 
 def load_labeled(source: str) -> LabeledData:
@@ -446,14 +466,9 @@ def _hf_text(source, name, conf, max_words) -> TextCorpus:
                 if "\n" in t.strip("\n"):
                     yield ""  # a multi-line record is a document of its own
 
-    train = lines_to_documents(lines(tr), max_words)
-    if va is None:
-        train, val = _hold_out_docs(train, source)
-    else:
-        val = lines_to_documents(lines(va), max_words // 5 if max_words else None)
-    if not train or not val:
-        raise ConfigError(f"data.source={source}: no text found (empty corpus)")
-    return TextCorpus(train, val)
+    train = Documents(lambda: lines_to_documents(lines(tr), max_words))
+    val = None if va is None else Documents(lambda: lines_to_documents(lines(va), max_words // 5 if max_words else None))
+    return _text_corpus(train, val, source)
 
 
 def _hf_labeled(source, name, conf) -> LabeledData:

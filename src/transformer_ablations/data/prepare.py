@@ -8,6 +8,11 @@ tokenizer). A ``filelock.FileLock`` lets one process build it while racing proce
 the folder is written under a temporary name and renamed into place, so a reader never sees
 a half-written cache. The second run only loads the folder (about a second).
 
+A text corpus streams through the build: documents are tokenized, and examples made, into
+Arrow files in a scratch folder (``.<entry>.build-*``, removed afterwards; a builder killed
+mid-way leaves it to the next one, which clears it under the lock), so memory does not grow
+with the corpus.
+
 Synthetic data is generated from the fixed data seed :data:`DATA_SEED` whatever ``cfg.seed``
 is, so seeds measure training variance on one task; ``cfg.seed`` drives shuffling and masking.
 """
@@ -15,14 +20,16 @@ is, so seeds measure training variance on one task; ``cfg.seed`` drives shufflin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import random
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,9 +129,11 @@ def _range(task: str, length: int, m: int) -> tuple[int, int]:
 
 
 # --- corpus examples ----------------------------------------------------------------------
-def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, nsp: bool,
-                  n_max: int | None, groups: list[int] | None = None, same_group_p: float = 0.5) -> dict[str, list]:
-    """BERT-style segment pairs from tokenized documents (lists of sentences of ids).
+def pair_examples(docs: Sequence[list[list[int]]], budget: int, rng: random.Random, nsp: bool,
+                  groups: list[int] | None = None, same_group_p: float = 0.5) -> Iterator[dict]:
+    """BERT-style segment pairs ``{"a_ids", "b_ids", "nsp_label"}``, one at a time, from tokenized
+    documents (lists of sentences of ids; empty ones are skipped). ``docs`` is read one document at
+    a time: in order, and at random for NSP negatives.
 
     Sentences of a document are gathered until ``budget`` tokens, then split at a random
     sentence boundary into A and B (the true continuation). With ``nsp``, half of the pairs
@@ -134,16 +143,17 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
     Without ``nsp`` B is always the continuation (empty when the chunk is one sentence). With
     ``nsp`` a chunk of one long sentence is cut inside it.
     """
-    docs = [[s for s in d if s] for d in docs]
-    keep = [i for i, d in enumerate(docs) if d]
-    docs = [docs[i] for i in keep]
+    keep = [i for i, doc in enumerate(docs) if any(doc)]  # document d below is docs[keep[d]]
+
+    def sentences(d: int) -> list[list[int]]:
+        return [s for s in docs[keep[d]] if s]
+
     by_group: dict[int, list[int]] = {}
     if groups is not None:
-        groups = [groups[i] for i in keep]
-        for i, g in enumerate(groups):
-            by_group.setdefault(g, []).append(i)
-    out: dict[str, list] = {"a_ids": [], "b_ids": [], "nsp_label": []}
-    for d, doc in enumerate(docs):
+        for d, i in enumerate(keep):
+            by_group.setdefault(groups[i], []).append(d)
+    for d in range(len(keep)):
+        doc = sentences(d)
         i = 0
         while i < len(doc):
             chunk, clen = [], 0
@@ -159,16 +169,16 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
                 chunk = [chunk[0][:k], chunk[0][k:]]
             cut = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
             a = [t for s in chunk[:cut] for t in s]
-            random_b = nsp and len(docs) >= 2 and rng.random() < 0.5
+            random_b = nsp and len(keep) >= 2 and rng.random() < 0.5
             if random_b:
-                same = by_group.get(groups[d], []) if groups is not None else []
+                same = by_group.get(groups[keep[d]], []) if groups is not None else []
                 if len(same) > 1 and rng.random() < same_group_p:  # a hard negative: same topic
                     j = same[rng.randrange(len(same) - 1)]
                     j = same[-1] if j == d else j
                 else:
-                    j = rng.randrange(len(docs) - 1)
+                    j = rng.randrange(len(keep) - 1)
                     j += j >= d
-                other = docs[j]
+                other = sentences(j)
                 k = rng.randrange(len(other))
                 b: list[int] = []
                 while k < len(other) and (not b or len(a) + len(b) < budget):
@@ -179,28 +189,19 @@ def pair_examples(docs: list[list[list[int]]], budget: int, rng: random.Random, 
             else:
                 b = [t for s in chunk[cut:] for t in s]
                 label = 1
-            out["a_ids"].append(a)
-            out["b_ids"].append(b)
-            out["nsp_label"].append(label)
-            if n_max and len(out["a_ids"]) >= n_max:
-                return out
-    return out
+            yield {"a_ids": a, "b_ids": b, "nsp_label": label}
 
 
-def causal_examples(docs: list[list[list[int]]], length: int, eos_id: int, n_max: int | None) -> dict[str, list]:
-    """Documents joined by EOS into one stream, cut into rows of exactly ``length`` tokens."""
-    rows: list[list[int]] = []
+def causal_examples(docs: Iterable[list[list[int]]], length: int, eos_id: int) -> Iterator[dict]:
+    """Documents joined by EOS into one stream, cut into rows ``{"input_ids"}`` of exactly ``length`` tokens."""
     buf: list[int] = []
     for doc in docs:
         for s in doc:
             buf.extend(s)
         buf.append(eos_id)
         while len(buf) >= length:
-            rows.append(buf[:length])
+            yield {"input_ids": buf[:length]}
             buf = buf[length:]
-            if n_max and len(rows) >= n_max:
-                return {"input_ids": rows}
-    return {"input_ids": rows}
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -261,10 +262,14 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
                 raise
             except Exception:  # noqa: BLE001
                 shutil.rmtree(path, ignore_errors=True)
+        for stale in root.glob(f".{path.name}.*"):  # scratch of a builder killed mid-way (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         log.info("building tokenized data for %s (%s) into %s", d.task, d.source, path)
-        splits, tok, meta = _build(cfg, kind, ms, tokenizer, raw)
-        meta.update({"key": parts, "tokenizer_hash": tok.hash})
-        _save(path, splits, tok, meta)
+        # intermediate Arrow files (tokenized documents, examples), removed once the splits are saved
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.build-", dir=root, ignore_cleanup_errors=True) as work:
+            splits, tok, meta = _build(cfg, kind, ms, tokenizer, raw, Path(work))
+            meta.update({"key": parts, "tokenizer_hash": tok.hash})
+            _save(path, splits, tok, meta)
     return _load(path, tokenizer, from_cache=False)
 
 
@@ -349,25 +354,50 @@ def _tokenize_rows(rows: list[dict], tok: Tokenizer, fields: dict[str, str], kee
     return _map(ds, fn, ds.column_names, f"rows:{tok.hash}:{sorted(fields.items())}")
 
 
-def _tokenize_docs(docs: list[list[str]], tok: Tokenizer) -> list[list[list[int]]]:
+def _write(rows: Iterator[dict], features, work: Path):
+    """Rows -> a Dataset in Arrow files under ``work``, written as they come: memory does not grow with the rows."""
     import datasets
 
-    ds = datasets.Dataset.from_dict({"sentences": docs})
-
-    def fn(batch, indices):
-        return {"sent_ids": [tok.encode_batch(doc) for doc in batch["sentences"]]}
-
-    return list(_map(ds, fn, ["sentences"], f"docs:{tok.hash}")["sent_ids"])
+    return datasets.Dataset.from_generator(lambda: rows, features=features, cache_dir=str(work),
+                                           fingerprint=uuid.uuid4().hex)  # the generator is called once
 
 
-def _dataset(columns: dict[str, list]):
+class TokenizedDocs(Sequence):
+    """Tokenized documents (lists of sentences of ids) on disk: ``docs[i]`` reads one, a pass reads
+    them 1000 at a time."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> list[list[int]]:
+        return self.ds[i]["sent_ids"]
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        for batch in self.ds.iter(batch_size=1000):
+            yield from batch["sent_ids"]
+
+
+def _tokenize_docs(docs: Iterable[list[str]], tok: Tokenizer, work: Path) -> TokenizedDocs:
+    """Documents (lists of sentences) -> their sentences' ids, encoded and written 1000 documents at a time."""
     import datasets
 
-    n = len(next(iter(columns.values())))
-    return datasets.Dataset.from_dict({**columns, "idx": list(range(n))})
+    def rows() -> Iterator[dict]:
+        it = iter(docs)
+        while batch := list(itertools.islice(it, 1000)):
+            ids = iter(tok.encode_batch([s for doc in batch for s in doc]))
+            for doc in batch:
+                yield {"sent_ids": list(itertools.islice(ids, len(doc)))}
+
+    features = datasets.Features({"sent_ids": datasets.List(datasets.List(datasets.Value("int32")))})
+    return TokenizedDocs(_write(rows(), features, work))
 
 
-def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None, source=None):
+def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None, source, work: Path):
+    import datasets
+
     d = cfg.data
     L = d.seq_len
     lengths = {"train": L, "val": L, **{f"val_len{m}x": m * L for m in ms}}
@@ -375,8 +405,6 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
     sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
     seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
     synthetic_src = corpora.parse_source(d.source)[0] == "synthetic"
-    if source is None and not synthetic_src:
-        source = load_source(cfg)
     num_classes = None
     splits = {}
     store_tokenizer = lambda: None
@@ -400,22 +428,25 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                 tokenizer, store_tokenizer = Tokenizer.train_deferred(
                     (s for doc in tc.train_docs for s in doc), d.vocab_size, d.cache_dir, "unigram")
         tok = tokenizer
-        tokenized: dict[int, list] = {}
+        num = datasets.Value("int64")
+        ids, ids32 = datasets.List(num), datasets.List(datasets.Value("int32"))  # the types these columns always had
+        tokenized: dict[int, TokenizedDocs] = {}
         for name, Ln in lengths.items():
             key = id(docs[name])
             if key not in tokenized:
-                tokenized[key] = _tokenize_docs(docs[name], tok)
+                tokenized[key] = _tokenize_docs(docs[name], tok, work)
             tdocs = tokenized[key]
             n_max = sizes[name] if sizes[name] > 0 else None
             rng = random.Random(f"examples:{DATA_SEED}:{name}")
             if kind == "causal":
-                cols = causal_examples(tdocs, Ln, tok.eos_id, n_max)
+                examples, columns = causal_examples(tdocs, Ln, tok.eos_id), {"input_ids": ids32}
             else:
-                cols = pair_examples(tdocs, Ln - 3, rng, nsp=(kind == "mlm_nsp"), n_max=n_max,
-                                     groups=topics.get(name), same_group_p=NSP_SAME_TOPIC)
-            got = len(next(iter(cols.values())))
-            _check_count(cfg, name, got, sizes[name], Ln, strict=(name == "train"))
-            splits[name] = _dataset(cols)
+                examples = pair_examples(tdocs, Ln - 3, rng, nsp=(kind == "mlm_nsp"), groups=topics.get(name),
+                                         same_group_p=NSP_SAME_TOPIC)
+                columns = {"a_ids": ids, "b_ids": ids, "nsp_label": num}
+            rows = ({**ex, "idx": i} for i, ex in enumerate(itertools.islice(examples, n_max)))
+            splits[name] = _write(rows, datasets.Features({**columns, "idx": num}), work)
+            _check_count(cfg, name, len(splits[name]), sizes[name], Ln, strict=(name == "train"))
 
     elif d.task in SEQ2SEQ_TASKS:
         if synthetic_src:

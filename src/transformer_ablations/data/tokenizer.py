@@ -10,6 +10,10 @@ identical across model types.)
 ``train_or_load`` caches the trained model under ``cache_dir/tokenizers/`` by a content hash
 of (texts, vocab_size, model_type); a :class:`filelock.FileLock` serialises processes that
 race to build the same model and the file is written to a temp name then ``os.replace``-d.
+
+The texts are read once, as a stream: every text goes into the hash, and sentencepiece trains
+on a uniform sample of at most :data:`TRAIN_SENTENCES` of them (all of them, in order, for a
+smaller corpus), so memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import hashlib
 import io
 import logging
 import os
+import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -35,16 +40,42 @@ CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
 MODEL_TYPES = ("unigram", "word", "bpe", "char")
 _FORMAT_VERSION = "tok-v1"
 
+#: most sentences sentencepiece trains on. Its unigram trainer needs about 20x its input text in
+#: memory: 100k sentences of ~100 characters take ~230 MB; plenty for a vocabulary of a few thousand pieces.
+TRAIN_SENTENCES = 100_000
+_SAMPLE_SEED = 1234
+
 #: number of sentencepiece trainings this process ran (tests read it to tell a cache hit)
 TRAIN_CALLS = 0
 
 
-def texts_hash(texts: Iterable[str], vocab_size: int, model_type: str) -> str:
+def sample_texts(texts: Iterable[str], k: int = TRAIN_SENTENCES) -> list[str]:
+    """A uniform sample of at most ``k`` non-empty texts (reservoir sampling, fixed seed), read in one
+    pass; all of them, in order, when there are no more than ``k``. (Sentencepiece's own sampling,
+    ``input_sentence_size``, draws another sample in every process.)"""
+    rng = random.Random(_SAMPLE_SEED)
+    out: list[str] = []
+    for n, t in enumerate(t for t in texts if t and t.strip()):
+        if n < k:
+            out.append(t)
+        elif (j := rng.randrange(n + 1)) < k:
+            out[j] = t
+    return out
+
+
+def _key_and_sample(texts: Iterable[str], vocab_size: int, model_type: str) -> tuple[str, list[str]]:
+    """One pass over ``texts``: the cache key (a hash of every text) and the sample to train on."""
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
     h = hashlib.sha256(f"{_FORMAT_VERSION}|{model_type}|{vocab_size}|".encode())
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()
+
+    def hashed() -> Iterator[str]:
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+            yield t
+
+    sample = sample_texts(hashed())
+    return h.hexdigest(), sample
 
 
 class Tokenizer:
@@ -81,9 +112,9 @@ class Tokenizer:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Sequence[str], vocab_size: int, model_type: str = "unigram") -> Tokenizer:
+    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram") -> Tokenizer:
         """Train a model in memory (no cache)."""
-        return cls(_train_proto(texts, vocab_size, model_type))
+        return cls(_train_proto(sample_texts(texts), vocab_size, model_type))
 
     @classmethod
     def train_or_load(
@@ -94,11 +125,8 @@ class Tokenizer:
         model_type: str = "unigram",
     ) -> Tokenizer:
         """Load the model for these (texts, vocab_size, model_type) from the cache, or train and store it."""
-        if model_type not in MODEL_TYPES:
-            raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
-        texts = [t for t in texts]
-        key = texts_hash(texts, vocab_size, model_type)
-        return cls.load_or_build(key, lambda: _train_proto(texts, vocab_size, model_type), cache_dir,
+        key, sample = _key_and_sample(texts, vocab_size, model_type)
+        return cls.load_or_build(key, lambda: _train_proto(sample, vocab_size, model_type), cache_dir,
                                  name=f"{model_type}-{vocab_size}")
 
     @classmethod
@@ -107,14 +135,12 @@ class Tokenizer:
     ) -> tuple[Tokenizer, Callable[[], object]]:
         """Like :meth:`train_or_load`, but a newly trained model goes into the cache only when the
         returned ``store()`` is called (once the data built with it passed every check)."""
-        if model_type not in MODEL_TYPES:
-            raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
-        texts = [t for t in texts]
-        key, name = texts_hash(texts, vocab_size, model_type), f"{model_type}-{vocab_size}"
+        key, sample = _key_and_sample(texts, vocab_size, model_type)
+        name = f"{model_type}-{vocab_size}"
         path = _cache_path(cache_dir, name, key)
         if path.exists():
             return cls(path.read_bytes(), from_cache=True), lambda: None
-        proto = _train_proto(texts, vocab_size, model_type)
+        proto = _train_proto(sample, vocab_size, model_type)
         return cls(proto), lambda: cls.load_or_build(key, lambda: proto, cache_dir, name)
 
     @classmethod
@@ -202,12 +228,11 @@ _REQ_RE = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs
 
 
 def _train_proto(texts: Sequence[str], vocab_size: int, model_type: str) -> bytes:
-    """Train sentencepiece; a vocab_size larger than the corpus supports shrinks (hard_vocab_limit=False),
-    one smaller than the character set grows to the minimum (with a warning)."""
+    """Train sentencepiece on ``texts`` (a sample); a vocab_size larger than the corpus supports shrinks
+    (hard_vocab_limit=False), one smaller than the character set grows to the minimum (with a warning)."""
     global TRAIN_CALLS
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"tokenizer model_type={model_type!r} is not one of {list(MODEL_TYPES)}")
-    texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ConfigError("tokenizer: no non-empty text to train on (empty corpus)")
     if vocab_size < 8:
@@ -220,6 +245,8 @@ def _train_proto(texts: Sequence[str], vocab_size: int, model_type: str) -> byte
         "hard_vocab_limit": False,
         "minloglevel": 2,
         "num_threads": max(1, min(4, os.cpu_count() or 1)),
+        # inert (``texts`` is a sample of at most TRAIN_SENTENCES), kept because the model proto records
+        # its options: Tokenizer.hash, and the cache keys built on it, stay what they were
         "input_sentence_size": 2_000_000,
         "shuffle_input_sentence": True,
         "max_sentence_length": 1 << 14,
