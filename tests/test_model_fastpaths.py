@@ -2,8 +2,11 @@
 
 - SDPA's mask forms (no mask, ``is_causal``, boolean mask, float bias) == the float-bias SDPA call ==
   the reference path;
+- the oneDNN linear (``cpu_linear``, every Linear of the model on AMD CPUs) == ``F.linear``, outputs and
+  gradients, and the whole model's loss and gradients with it on == with it off (ATen's BLAS);
 - the fused chunked linear + cross-entropy (training loss of the MLM and LM heads) == ``F.cross_entropy``
-  over materialised logits, loss and gradients; the deferred ``TaskOutput.logits`` == the head's logits;
+  over materialised logits, loss and gradients (float64: to rounding; ignored positions included), with
+  its products in ATen or in oneDNN; the deferred ``TaskOutput.logits`` == the head's logits;
 - the additive attention kernels (chunked, sigmoid form of tanh, recomputed backward) == the textbook
   ``v_a . tanh(q_i + k_j)`` with the whole [B, H, Tq, Tk, d] tensor, outputs and gradients;
 - ``torch.compile`` == eager.
@@ -28,6 +31,7 @@ from transformer_ablations.model import (
     MaskedLM,
     SelfAttention,
     Transformer,
+    cpu_linear,
 )
 from transformer_ablations.model import attention as attention_module
 from transformer_ablations.model import heads as heads_module
@@ -113,7 +117,7 @@ def test_all_real_mask_equals_no_mask(make_model_cfg, arch):
 # --- fused linear + cross-entropy --------------------------------------------------------------------
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_fused_linear_cross_entropy_matches_dense(chunk, with_bias):
+def test_fused_linear_cross_entropy_matches_dense(onednn, chunk, with_bias):
     n, d, v = 7, 5, 11
     hidden = torch.randn(n, d, requires_grad=True)
     weight = torch.randn(v, d, requires_grad=True)
@@ -140,6 +144,168 @@ def test_fused_linear_cross_entropy_partial_grads_and_empty():
     assert float(empty) == 0.0  # no predicted token: 0, not NaN
     with torch.no_grad():  # evaluation takes the plain path: same value
         assert torch.allclose(heads_module.linear_cross_entropy(hidden, weight, None, targets), loss)
+
+
+needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="PyTorch built without oneDNN")
+
+
+@pytest.fixture(params=[False, True], ids=["aten", "onednn"])
+def onednn(request, monkeypatch):
+    """Run the test with the oneDNN linear off (ATen's BLAS) and on (whatever this CPU's default is)."""
+    if request.param and not cpu_linear.available():
+        pytest.skip("PyTorch built without oneDNN")
+    monkeypatch.setattr(cpu_linear, "ENABLED", request.param)
+    return request.param
+
+
+def test_fused_linear_cross_entropy_float64_with_ignored_positions():
+    """float64 (ATen products): loss and gradients w.r.t. every hidden state (0 at ignored positions),
+    the weight and the bias equal F.cross_entropy(ignore_index=-100) over the [B*T, V] logits, to
+    rounding; the remainder chunk and a scaled incoming gradient included."""
+    b, t, d, v = 3, 5, 6, 17
+    hidden = torch.randn(b, t, d, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, d, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(v, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, v, (b, t))
+    labels[0, 1], labels[1, :3], labels[2, 4] = -100, -100, -100
+    dense = F.cross_entropy(
+        F.linear(hidden, weight, bias).view(b * t, v), labels.view(b * t), ignore_index=-100
+    )
+    dense_grads = torch.autograd.grad(dense * 3.0, (hidden, weight, bias))
+    keep = labels != heads_module.IGNORE_INDEX
+    fused = heads_module._fused_linear_cross_entropy(hidden[keep], weight, bias, labels[keep], 4)  # 11 rows
+    fused_grads = torch.autograd.grad(fused * 3.0, (hidden, weight, bias))
+    torch.testing.assert_close(fused, dense, rtol=1e-12, atol=1e-12)
+    for a, r in zip(fused_grads, dense_grads):
+        torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-12)
+    assert (fused_grads[0][~keep] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_fused_linear_cross_entropy_target_probability_underflow(onednn, chunk):
+    """A row whose target logit is far below its top (softmax(target) == 0 in fp32) takes its CE from
+    recomputed logits: finite and equal to the dense value, gradients too."""
+    n, d, v = 5, 4, 9
+    hidden = torch.randn(n, d)
+    hidden[1] *= 60.0  # large logits: this row's spread is hundreds of nats
+    hidden.requires_grad_()
+    weight = torch.randn(v, d, requires_grad=True)
+    logits = F.linear(hidden, weight).detach()
+    targets = torch.randint(0, v, (n,))
+    targets[1] = logits[1].argmin()
+    assert torch.softmax(logits[1], -1)[targets[1]] == 0  # the case under test
+    fused = heads_module._fused_linear_cross_entropy(hidden, weight, None, targets, chunk)
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    ref = (hidden.detach().double().requires_grad_(), weight.detach().double().requires_grad_())
+    dense = F.cross_entropy(F.linear(*ref), targets)
+    torch.testing.assert_close(fused.double(), dense, rtol=1e-5, atol=1e-5)
+    for a, r in zip(fused_grads, torch.autograd.grad(dense, ref)):
+        torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("frozen_weight", [False, True])
+def test_fused_linear_cross_entropy_onednn_products(monkeypatch, chunk, with_bias, frozen_weight):
+    """fp32 with oneDNN products == the float64 dense loss and gradients, to fp32 rounding."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", True)
+    n, d, v = 11, 16, 37
+    hidden = torch.randn(n, d, requires_grad=True)
+    weight = torch.randn(v, d, requires_grad=not frozen_weight)
+    bias = torch.randn(v, requires_grad=True) if with_bias else None
+    targets = torch.randint(0, v, (n,))
+    assert cpu_linear.uses_onednn(hidden, weight)
+    params = [p for p in (hidden, weight, bias) if p is not None and p.requires_grad]
+    ref = [
+        p.detach().double().requires_grad_(p.requires_grad) if p is not None else None
+        for p in (hidden, weight, bias)
+    ]
+    dense = F.cross_entropy(F.linear(*ref), targets)
+    dense_grads = torch.autograd.grad(dense * 3.0, [p for p in ref if p is not None and p.requires_grad])
+    fused = heads_module._fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
+    fused_grads = torch.autograd.grad(fused * 3.0, params)
+    torch.testing.assert_close(fused.double(), dense, rtol=1e-5, atol=1e-6)
+    for a, r in zip(fused_grads, dense_grads):
+        assert a.shape == r.shape
+        torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-6)
+
+
+# --- the oneDNN linear -------------------------------------------------------------------------------
+@needs_onednn
+@pytest.mark.parametrize("x_shape", [(6, 5), (2, 3, 5), "transposed"])
+@pytest.mark.parametrize("out_features", [3, 9])  # weight_grad copies g (N <= K) or x (N > K, + ones row)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("frozen", ["none", "weight", "input"])
+def test_onednn_linear_matches_f_linear(monkeypatch, x_shape, out_features, with_bias, frozen):
+    """Output and the gradients w.r.t. input, weight and bias == float64 F.linear, to fp32 rounding."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", True)
+    x = (
+        torch.randn(5, 2, 3).transpose(0, 2) if x_shape == "transposed" else torch.randn(*x_shape)
+    )  # [3, 2, 5]
+    x.requires_grad_(frozen != "input")
+    weight = torch.randn(out_features, 5, requires_grad=frozen != "weight")
+    bias = torch.randn(out_features, requires_grad=True) if with_bias else None
+    assert cpu_linear.uses_onednn(x, weight)
+    ref = [
+        p.detach().double().requires_grad_(p.requires_grad) if p is not None else None
+        for p in (x, weight, bias)
+    ]
+    grad_out = torch.randn(*x.shape[:-1], out_features)
+    y, y_ref = cpu_linear.linear(x, weight, bias), F.linear(*ref)
+    assert isinstance(y.grad_fn, cpu_linear.OneDNNLinear._backward_cls)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-6)
+    params = [p for p in (x, weight, bias) if p is not None and p.requires_grad]
+    ref_params = [p for p in ref if p is not None and p.requires_grad]
+    grads = torch.autograd.grad(y, params, grad_out)
+    for a, r in zip(grads, torch.autograd.grad(y_ref, ref_params, grad_out.double()), strict=True):
+        assert a.shape == r.shape and a.is_contiguous()
+        torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_falls_back_to_f_linear(monkeypatch):
+    """Off, or for what oneDNN is not used for (float64, 1-D input), ``linear`` is ``F.linear`` exactly."""
+    x, weight, bias = torch.randn(4, 5), torch.randn(3, 5), torch.randn(3)
+    monkeypatch.setattr(cpu_linear, "ENABLED", False)
+    assert not cpu_linear.uses_onednn(x, weight)
+    assert torch.equal(cpu_linear.linear(x, weight, bias), F.linear(x, weight, bias))
+    monkeypatch.setattr(cpu_linear, "ENABLED", cpu_linear.available())
+    x64, w64 = x.double(), weight.double()
+    assert not cpu_linear.uses_onednn(x64, w64) and not cpu_linear.uses_onednn(x[0], weight)
+    assert torch.equal(cpu_linear.linear(x64, w64), F.linear(x64, w64))
+
+
+def test_onednn_default(monkeypatch):
+    """The environment variable forces the default either way; otherwise only x86-64 AMD CPUs use it."""
+    monkeypatch.setenv("ABLATE_ONEDNN_LINEAR", "0")
+    assert not cpu_linear.default_enabled()
+    monkeypatch.setenv("ABLATE_ONEDNN_LINEAR", "1")
+    assert cpu_linear.default_enabled()
+    monkeypatch.delenv("ABLATE_ONEDNN_LINEAR")
+    monkeypatch.setattr(cpu_linear, "_cpu_vendor", lambda: "GenuineIntel")
+    assert not cpu_linear.default_enabled()
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["mlm_nsp", "causal"])
+def test_task_model_onednn_equals_aten(make_model_cfg, monkeypatch, kind):
+    """A training step's loss and every gradient with the oneDNN linears (and oneDNN products in the fused
+    loss) == with ATen's BLAS everywhere, to fp32 rounding; and the oneDNN path is deterministic."""
+    if kind == "mlm_nsp":
+        model, batch = MaskedLM(make_model_cfg(n_layers=2), nsp=True), _mlm_batch()
+    else:
+        model, batch = (
+            CausalLM(make_model_cfg(arch="decoder", n_layers=2, segment_embeddings=False)),
+            _causal_batch(),
+        )
+    results = {}
+    for name, enabled in [("aten", False), ("onednn", True), ("onednn_again", True)]:
+        monkeypatch.setattr(cpu_linear, "ENABLED", enabled)
+        loss = model(batch).loss
+        results[name] = [loss, *torch.autograd.grad(loss, list(model.parameters()))]
+    for (a, b, c), name in zip(zip(*results.values()), ["loss"] + [n for n, _ in model.named_parameters()]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+        assert torch.equal(b, c), name  # same inputs, same bits
 
 
 def _mlm_batch(b=3, t=9, vocab=13):
@@ -180,7 +346,7 @@ def _dense_loss(model, batch):
 
 
 @pytest.mark.parametrize("kind", ["mlm_nsp", "causal"])
-def test_task_model_training_loss_and_grads_equal_dense(make_model_cfg, kind):
+def test_task_model_training_loss_and_grads_equal_dense(make_model_cfg, onednn, kind):
     if kind == "mlm_nsp":
         model, batch = MaskedLM(make_model_cfg(), nsp=True), _mlm_batch()
     else:

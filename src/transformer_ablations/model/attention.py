@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .cpu_linear import Linear
 
 Scale = float | Tensor  # a python float, or a per-head tensor [H, 1, 1]
 
@@ -503,7 +504,7 @@ class MultiHeadAttention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_head
         self.scaling = SCALINGS[cfg.attention.scaling](cfg.n_heads, cfg.d_head)
         self.core = ATTENTION_KINDS[(cfg.attention.kind, cfg.attention.impl)](cfg)
-        self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
+        self.out = Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
 
     def split_heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -547,7 +548,7 @@ class SelfAttention(MultiHeadAttention):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
+        self.qkv = Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
 
     def project(self, x: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # [B, T, 3*H*d] -> 3 x [B, T, H*d]
@@ -562,8 +563,8 @@ class CrossAttention(MultiHeadAttention):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head)
-        self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_heads * cfg.d_head)
+        self.q = Linear(cfg.d_model, cfg.n_heads * cfg.d_head)
+        self.kv = Linear(cfg.d_model, 2 * cfg.n_heads * cfg.d_head)
 
     def project(self, x: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         k, v = self.kv(memory).chunk(2, dim=-1)  # [B, Tk, 2*H*d] -> 2 x [B, Tk, H*d]

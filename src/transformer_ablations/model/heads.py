@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import cpu_linear
+
 IGNORE_INDEX = -100  # label of a position that is not predicted
 INIT_STD = 0.02
 
@@ -78,7 +80,7 @@ def predicted_positions(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
 
 
 # --- the token-level loss: vocabulary projection + cross-entropy, fused for training --------------
-FUSED_CE_CHUNK_ELEMENTS = 2**20  # logits per chunk and thread of the fused loss (4 MiB in fp32: in cache)
+FUSED_CE_CHUNK_ELEMENTS = 2**21  # logits per chunk and thread of the fused loss (8 MiB in fp32: in L3)
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
@@ -103,7 +105,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
         and not torch.is_autocast_enabled(hidden.device.type)
     )
     if not fusable:
-        return F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum") / max(n, 1)
+        return F.cross_entropy(cpu_linear.linear(hidden, weight, bias), targets, reduction="sum") / max(n, 1)
     # per-thread work per op stays constant: more threads, bigger chunks (fewer parallel regions)
     chunk = max(1, FUSED_CE_CHUNK_ELEMENTS * torch.get_num_threads() // weight.shape[0])
     return _fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
@@ -118,48 +120,107 @@ def _fused_linear_cross_entropy(
 
 class LinearCrossEntropy(torch.autograd.Function):
     """``sum_i CE(hidden_i @ weight.T + bias, targets_i) / N``, its gradients computed in forward, chunk
-    by chunk: d loss / d logits = (softmax - onehot) / N, so per chunk of rows
-    ``grad_hidden = G @ weight``, ``grad_weight += G.T @ hidden``, ``grad_bias += G.sum(0)``.
-    Backward only scales them by the incoming gradient. Use :func:`linear_cross_entropy`."""
+    by chunk: d loss / d logits = (softmax - onehot) / N =: G / N, so per chunk of rows
+    ``grad_hidden = G @ weight``, ``grad_weight += G.T @ hidden``, ``grad_bias += G.sum(0)``; backward
+    scales them by the incoming gradient / N. Per chunk the logits buffer becomes G in place: one
+    softmax (a fused kernel: max, exp-sum and normalise while a row is in L1), then -1 at the targets;
+    the loss is -log softmax(target), or logsumexp - target logit recomputed for a row whose target
+    probability underflowed. The three products go through oneDNN where :func:`cpu_linear.uses_onednn`
+    says so (:class:`_OneDNNProducts`), else through ATen (:class:`_ATenProducts`, the reference).
+    Use :func:`linear_cross_entropy`."""
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int):
         n = hidden.shape[0]
         want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        products = (_OneDNNProducts if cpu_linear.uses_onednn(hidden, weight) else _ATenProducts)(weight)
         grad_h = torch.empty_like(hidden) if want_h else None
-        grad_w = torch.zeros_like(weight) if want_w else None
         grad_b = torch.zeros_like(bias) if want_b else None
         total = hidden.new_zeros(())
         rows = torch.arange(min(chunk, n), device=hidden.device)
         for i in range(0, n, chunk):
             h, t = hidden[i : i + chunk], targets[i : i + chunk]  # [c, D], [c]
             c = h.shape[0]
-            logits = h @ weight.t()  # [c, V]
-            if bias is not None:
-                logits += bias
-            target_logit = logits.gather(1, t[:, None])  # [c, 1]
-            top = logits.amax(dim=-1, keepdim=True)  # [c, 1]
-            grad = logits.sub_(top).exp_()  # in place, one exp per logit: [c, V]
-            norm = grad.sum(dim=-1, keepdim=True)  # [c, 1]
-            total += (top + norm.log() - target_logit).sum()  # sum of logsumexp - target logit
-            grad.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
-            grad[rows[:c], t] -= 1.0 / n  # - onehot / N
+            logits = products.logits(h, bias)  # [c, V]
+            grad = torch.softmax(logits, dim=-1, out=logits)  # in place: [c, V]
+            p_target = grad.gather(1, t[:, None])[:, 0]  # [c]
+            loss = p_target.log().neg_()  # [c]
+            low = p_target < torch.finfo(grad.dtype).tiny  # underflowed: a target logit ~87+ below the top
+            if low.any():
+                loss[low] = _cross_entropy_rows(products, h[low], bias, t[low])
+            total += loss.sum()
+            grad[rows[:c], t] -= 1.0  # softmax - onehot
             if grad_h is not None:
-                torch.mm(grad, weight, out=grad_h[i : i + c])  # [c, V] @ [V, D]
-            if grad_w is not None:
-                grad_w.addmm_(grad.t(), h)  # [V, c] @ [c, D]
+                products.grad_hidden(grad, out=grad_h[i : i + c])  # [c, V] @ [V, D]
+            if want_w:
+                products.add_grad_weight(grad, h)  # += [V, c] @ [c, D]
             if grad_b is not None:
                 grad_b += grad.sum(0)
+        grad_w = products.grad_weight() if want_w else None  # [V, D]
         ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
         ctx.present = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.n = n
         return total / n
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_out if present else None for present in ctx.present]
+        saved, scale = iter(ctx.saved_tensors), grad_out / ctx.n
+        grads = [next(saved) * scale if present else None for present in ctx.present]
         return grads[0], grads[1], grads[2], None, None
+
+
+def _cross_entropy_rows(products: _ATenProducts, h: Tensor, bias: Tensor | None, t: Tensor) -> Tensor:
+    """Per-row CE from recomputed logits, logsumexp - target logit: [k, D], [k] -> [k]."""
+    logits = products.logits(h, bias)  # [k, V]
+    return torch.logsumexp(logits, dim=-1) - logits.gather(1, t[:, None])[:, 0]
+
+
+class _ATenProducts:
+    """The chunk products of :class:`LinearCrossEntropy` through ATen (``mm``/``addmm``): the reference."""
+
+    def __init__(self, weight: Tensor):
+        self.weight = weight  # [V, D]
+        self.grad_w: Tensor | None = None
+
+    def logits(self, h: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(h, self.weight, bias)  # [c, D] -> [c, V]
+
+    def grad_hidden(self, g: Tensor, out: Tensor) -> None:
+        torch.mm(g, self.weight, out=out)  # [c, V] @ [V, D] -> [c, D]
+
+    def add_grad_weight(self, g: Tensor, h: Tensor) -> None:
+        if self.grad_w is None:
+            self.grad_w = torch.zeros_like(self.weight)
+        self.grad_w.addmm_(g.t(), h)  # [V, c] @ [c, D]
+
+    def grad_weight(self) -> Tensor:
+        return self.grad_w
+
+
+class _OneDNNProducts(_ATenProducts):
+    """The same products through oneDNN (``cpu_linear.mm_nt(a, b) = a @ b.T``), for the CPU. The weight
+    gradient is accumulated transposed, [D, V] += h.T @ g, so that oneDNN's row-major first operand is
+    the small h.T [D, c] and g is read in place; it is returned as a [V, D] view."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__(weight)
+        self.weight_t: Tensor | None = None  # [D, V] contiguous, made on first use
+
+    def logits(self, h: Tensor, bias: Tensor | None) -> Tensor:
+        return cpu_linear.mm_nt(h, self.weight, bias)  # [c, D] @ [D, V] -> [c, V]
+
+    def grad_hidden(self, g: Tensor, out: Tensor) -> None:
+        if self.weight_t is None:
+            self.weight_t = self.weight.t().contiguous()  # [V, D] -> [D, V]
+        out.copy_(cpu_linear.mm_nt(g, self.weight_t))  # [c, V] @ [V, D] -> [c, D]
+
+    def add_grad_weight(self, g: Tensor, h: Tensor) -> None:
+        product = cpu_linear.mm_nt(h.t(), g.t())  # [D, c] @ [c, V] -> [D, V]
+        self.grad_w = product if self.grad_w is None else self.grad_w.add_(product)
+
+    def grad_weight(self) -> Tensor:
+        return self.grad_w.t()  # [D, V] -> [V, D] (a view)
 
 
 # --- heads --------------------------------------------------------------------------------------
@@ -167,7 +228,7 @@ class LMHead(nn.Module):
     """Next-token logits with the output matrix tied to the token embedding (GPT-2; Press & Wolf 2017)."""
 
     def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
-        return F.linear(hidden, embedding_weight)  # [..., D] -> [..., V]
+        return cpu_linear.linear(hidden, embedding_weight)  # [..., D] -> [..., V]
 
     def loss(self, hidden: Tensor, embedding_weight: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy of ``forward(hidden)`` against targets, without [N, V] logits in training."""
@@ -180,7 +241,7 @@ class MLMHead(nn.Module):
 
     def __init__(self, d_model: int, vocab_size: int):
         super().__init__()
-        self.dense = nn.Linear(d_model, d_model)
+        self.dense = cpu_linear.Linear(d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.apply(init_weights)
@@ -190,7 +251,7 @@ class MLMHead(nn.Module):
         return self.norm(F.gelu(self.dense(hidden)))
 
     def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
-        return F.linear(self.transform(hidden), embedding_weight, self.bias)  # [..., D] -> [..., V]
+        return cpu_linear.linear(self.transform(hidden), embedding_weight, self.bias)  # [..., D] -> [..., V]
 
     def loss(self, hidden: Tensor, embedding_weight: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy of ``forward(hidden)`` against targets, without [N, V] logits in training."""
@@ -202,8 +263,8 @@ class NSPHead(nn.Module):
 
     def __init__(self, d_model: int):
         super().__init__()
-        self.dense = nn.Linear(d_model, d_model)
-        self.classifier = nn.Linear(d_model, 2)
+        self.dense = cpu_linear.Linear(d_model, d_model)
+        self.classifier = cpu_linear.Linear(d_model, 2)
         self.apply(init_weights)
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -218,7 +279,7 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.pool = POOLINGS[pooling]
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(d_model, num_classes)
+        self.classifier = cpu_linear.Linear(d_model, num_classes)
         self.apply(init_weights)
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:

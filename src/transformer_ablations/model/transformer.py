@@ -24,6 +24,7 @@ from .attention import (
     SelfAttention,
     prefix_lm_structure,
 )
+from .cpu_linear import Linear
 from .heads import init_weights, pool_mean
 from .positional import POSITIONALS
 
@@ -35,8 +36,8 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.fc = Linear(cfg.d_model, cfg.d_ff)
+        self.proj = Linear(cfg.d_ff, cfg.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(F.gelu(self.fc(x)))  # [B, T, D] -> [B, T, d_ff] -> [B, T, D]
