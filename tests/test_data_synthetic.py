@@ -35,28 +35,19 @@ def test_every_symbol_is_in_the_task_vocabulary(task):
     assert words <= vocab, words - vocab
 
 
-def test_corpus_documents_are_coherent_and_order_carries_meaning():
+def test_corpus_documents_keep_one_topic_and_one_mood():
     docs = syn.corpus(50, seed=0, min_sents=4, max_sents=6)
     assert all(4 <= len(d) <= 6 for d in docs)
-    nouns = set(syn.NOUNS)
+    moods = set()
     for doc in docs:
-        ents = [{w for w in s.split() if w in nouns} for s in doc]
-        assert len(set().union(*ents)) <= 3  # one document talks about its three entities
-        topic = {t for t, (ns, _) in syn.TOPICS.items() if set().union(*ents) <= set(ns)}
-        assert len(topic) == 1
-        # one mood per document: polarity of every clause (verb polarity XOR never) and of every
-        # non-neutral adjective agrees, and each entity keeps its adjective
-        pols, bound = set(), {}
-        for s in doc:
-            w = s.split()
-            verbs = [x for x in w if x in syn.VERBS]
-            if verbs:
-                pols.add((verbs[0] in syn.POS_VERBS) ^ (syn.NEGATOR in w))
-            pols |= {x in syn.POS_ADJ for x in w if x in syn.POS_ADJ + syn.NEG_ADJ}
-            for i, x in enumerate(w[:-1]):
-                if x in syn.POS_ADJ + syn.NEG_ADJ and w[i + 1] in nouns:
-                    assert bound.setdefault(w[i + 1], x) == x
-        assert len(pols) == 1
+        words = set(" ".join(doc).split())
+        topic = {t for t, (ns, ps) in syn.TOPICS.items() if words & set(ns + ps)}
+        assert len(topic) == 1  # every noun and place of a document is of its topic
+        polar = words & set(syn.VERBS + syn.POS_ADJ + syn.NEG_ADJ)
+        pos = polar <= set(syn.POS_VERBS + syn.POS_ADJ)
+        assert pos or polar <= set(syn.NEG_VERBS + syn.NEG_ADJ)  # every polar word has the document's mood
+        moods.add(pos)
+    assert moods == {True, False}
     _, topics = syn.corpus(50, seed=0, min_sents=4, max_sents=6, return_topics=True)
     assert len(topics) == 50 and set(topics) <= set(range(len(syn.TOPICS)))
 
@@ -134,33 +125,38 @@ def test_translate_adjectives_follow_their_noun():
             assert back[i - 1] in syn.NOUNS or back[i - 1] in syn.ADJECTIVES
 
 
-def test_single_label_is_polarity_and_train_split_holds_out_verbs():
+def test_single_label_is_polarity_and_splits_use_disjoint_polarity_words():
     train = syn.single(400, seed=0, split="train")
     val = syn.single(400, seed=0, split="val")
+    polar = lambda ex: {x for x in ex["text"].split() if x in syn.VERBS + syn.POS_ADJ + syn.NEG_ADJ}
     for data in (train, val):
         assert Counter(ex["label"] for ex in data) == Counter({0: 200, 1: 200})
         for ex in data:
-            w = ex["text"].split()
-            verb = next(x for x in w if x in syn.VERBS)
-            assert ex["label"] == int((verb in syn.POS_VERBS) ^ (syn.NEGATOR in w))
-    used = lambda data: {x for ex in data for x in ex["text"].split() if x in syn.VERBS}
-    assert len(used(train)) == 24 and len(used(val)) == 32
+            words = polar(ex)
+            assert words <= set(syn.POS_VERBS + syn.POS_ADJ if ex["label"] else syn.NEG_VERBS + syn.NEG_ADJ)
+            assert len(words & set(syn.VERBS)) == 1
+    used = lambda data: set().union(*map(polar, data))
+    assert not used(train) & used(val)
+    assert len(used(train)) == len(used(val)) == 24  # half of the 32 verbs and of the 16 polar adjectives
 
 
-def _topic(text: str) -> str:
+def _mood(text: str) -> int:
     words = set(text.split())
-    (topic,) = {t for t, (ns, ps) in syn.TOPICS.items() if words & set(ns + ps)}
-    return topic
+    (mood,) = {int(w in syn.POS_VERBS + syn.POS_ADJ) for w in words if w in syn.VERBS + syn.POS_ADJ + syn.NEG_ADJ}
+    return mood
 
 
-def test_pair_label_is_same_topic_and_needs_both_segments():
+def test_pair_label_is_same_mood_needs_both_segments_and_splits_use_disjoint_words():
     data = syn.pair(400, seed=0)
     assert Counter(ex["label"] for ex in data) == Counter({0: 200, 1: 200})
     for ex in data:
-        assert ex["label"] == int(_topic(ex["text_a"]) == _topic(ex["text_b"]))
-    # neither segment alone tells the label: every topic is as often in either class
+        assert ex["label"] == int(_mood(ex["text_a"]) == _mood(ex["text_b"]))
+    # neither segment alone tells the label: either mood is as often in either class
     for seg in ("text_a", "text_b"):
-        by_topic = Counter((_topic(ex[seg]), ex["label"]) for ex in data)
-        for t in syn.TOPICS:
-            assert abs(by_topic[(t, 1)] - by_topic[(t, 0)]) < 20
-    assert syn.pair(50, seed=0, split="val") != syn.pair(50, seed=0, split="train")
+        by_mood = Counter((_mood(ex[seg]), ex["label"]) for ex in data)
+        assert all(abs(by_mood[(m, 1)] - by_mood[(m, 0)]) < 30 for m in (0, 1))
+    val = syn.pair(400, seed=0, split="val")
+    polar = lambda rows: {x for ex in rows for x in (ex["text_a"] + " " + ex["text_b"]).split()} & set(
+        syn.VERBS + syn.POS_ADJ + syn.NEG_ADJ)
+    assert not polar(data) & polar(val)
+    assert len(polar(data)) == len(polar(val)) == 24

@@ -6,15 +6,13 @@ sentencepiece ``word`` model gives exactly one token per symbol.
 
 World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source side of
 ``translate``): 8 topics x 6 nouns (+2 places each), 16 positive and 16 negative verbs,
-8 positive / 8 negative / 8 neutral adjectives, the negator ``never``. A sentence's polarity
-is its verb's polarity, flipped by ``never`` ("the dog never helps the cat" is negative).
+8 positive / 8 negative / 8 neutral adjectives.
 
-- ``corpus``: documents about one topic, 3 entities each with a fixed adjective of the
-  document's mood, and one mood (every clause has the document's polarity, negated verbs
-  included). Consecutive sentences share topic, entities, adjectives and mood, so NSP (true
-  next vs another document) and MLM are learnable; subject and object roles are decided by
-  word order (SVO). Predicting a masked adjective or verb needs the mood, i.e. composing
-  ``never`` with verb polarity, which is what ``single`` asks.
+- ``corpus``: documents about one topic (3 of its nouns as entities, its places) in one mood
+  (every verb and every non-neutral adjective has the document's polarity). Words of one topic
+  or one polarity share their contexts, so MLM and causal LM learn those classes, and NSP (true
+  next sentence vs one from another document) is learnable from topic and mood; subject and object
+  roles are decided by word order (SVO).
 - ``order`` (Q2): filler symbols plus the two markers ``A`` and ``B``; label 1 iff A comes
   before B. Examples come in twins with the same bag and opposite labels, so any
   permutation-invariant model scores exactly 50%.
@@ -22,13 +20,13 @@ is its verb's polarity, flipped by ``never`` ("the dog never helps the cat" is n
 - ``reverse`` / ``sort`` / ``translate`` (Q3): seq2seq with source length spread over [min, max].
   ``translate`` maps the corpus words word-for-word into a disjoint pseudo-language and reorders
   each clause SVO -> SOV with adjectives after their noun.
-- ``single`` (Q5/Q6): sentence polarity (verb polarity XOR ``never``); adjectives are random
-  distractors. The *train* split only uses 3/4 of the verbs, the val split uses all of them,
-  so the held-out verbs must be understood from pretraining on ``corpus`` (where they occur
-  with consistent mood).
-- ``pair`` (Q5/Q6): label 1 iff sentence B talks about the same topic as sentence A (nouns and
-  places of one of the 8 topics); neither segment alone decides it. Topic membership of the
-  nouns is what the corpus teaches, so pretraining pays off with few fine-tuning examples.
+- ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
+- ``pair`` (Q5/Q6): label 1 iff sentence B keeps the mood of sentence A.
+- ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
+  verbs and adjectives of each polarity, the *val* split only the other half. A model must know the held-out words'
+  classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
+  random initialisation cannot, which is the gap Q5 measures (BERT/GPT-1's premise: pretraining
+  knows more words than the labelled set shows).
 """
 
 from __future__ import annotations
@@ -54,8 +52,7 @@ NEG_VERBS = ["hates", "bites", "chases", "scolds", "fears", "ignores", "blames",
 POS_ADJ = ["happy", "kind", "brave", "calm", "gentle", "cheerful", "friendly", "clever"]
 NEG_ADJ = ["angry", "sad", "rude", "lazy", "grumpy", "nasty", "cruel", "sneaky"]
 NEUTRAL_ADJ = ["big", "small", "old", "young", "tall", "short", "red", "brown"]
-FUNCTION_WORDS = ["the", "a", "in", "and", "is", "very", "never", "are", "."]
-NEGATOR = "never"
+FUNCTION_WORDS = ["the", "a", "in", "and", "is", "very", "are", "."]
 
 NOUNS = [n for ns, _ in TOPICS.values() for n in ns]
 PLACES = [p for _, ps in TOPICS.values() for p in ps]
@@ -73,37 +70,32 @@ def _np(det: str, adj: str | None, noun: str) -> list[str]:
     return [det, adj, noun] if adj else [det, noun]
 
 
-def _verb_for(rng: random.Random, polarity: int, verbs: Sequence[str] | None = None, neg_p: float = 0.25):
-    """(words for the verb slot) giving a clause of the requested polarity (1 = positive)."""
-    negate = rng.random() < neg_p
-    want = polarity ^ int(negate)  # the verb's own polarity
-    pool = [v for v in (verbs or VERBS) if (v in POS_VERBS) == bool(want)]
-    v = rng.choice(pool)
-    return ([NEGATOR, v] if negate else [v]), v
+def _clause(rng: random.Random, s: str, o: str, verbs: Sequence[str], adjs: Sequence[str],
+            places: Sequence[str]) -> list[str]:
+    """``the [ADJ] S VERB the [ADJ] O [in the PLACE] .``; an adjective is one of ``adjs`` or neutral."""
+    def adj() -> str | None:
+        r = rng.random()
+        return rng.choice(adjs) if r < 0.7 else rng.choice(NEUTRAL_ADJ) if r < 0.8 else None
+
+    words = _np("the", adj(), s) + [rng.choice(verbs)] + _np("the", adj(), o)
+    if rng.random() < 0.4:
+        words += ["in", "the", rng.choice(places)]
+    return words + ["."]
 
 
 def _document(rng: random.Random, n_sents: int) -> tuple[list[str], int]:
     topic = rng.randrange(len(TOPICS))
     nouns, places = list(TOPICS.values())[topic]
     mood = rng.randrange(2)
-    ents = rng.sample(nouns, 3)
-    adj = {e: rng.choice(POS_ADJ if mood else NEG_ADJ) for e in ents}  # one mood adjective per entity
-
-    def np_(e: str) -> list[str]:  # the [neutral] MOOD-ADJ noun
-        return ["the"] + ([rng.choice(NEUTRAL_ADJ)] if rng.random() < 0.3 else []) + [adj[e], e]
-
+    verbs, adjs = (POS_VERBS, POS_ADJ) if mood else (NEG_VERBS, NEG_ADJ)
     sents: list[str] = []
     for _ in range(n_sents):
-        s, o = rng.sample(ents, 2)
+        s, o = rng.sample(nouns, 2)
         kind = rng.random()
-        if kind < 0.5:  # the ADJ S VERB the ADJ O .
-            vw, _ = _verb_for(rng, mood)
-            words = np_(s) + vw + np_(o) + ["."]
-        elif kind < 0.75:  # the S VERB the O in the PLACE .
-            vw, _ = _verb_for(rng, mood)
-            words = ["the", s] + vw + ["the", o, "in", "the", rng.choice(places), "."]
-        elif kind < 0.9:  # the S is [very] ADJ .
-            words = ["the", s, "is"] + (["very"] if rng.random() < 0.5 else []) + [adj[s], "."]
+        if kind < 0.7:
+            words = _clause(rng, s, o, verbs, adjs, places)
+        elif kind < 0.85:  # the S is [very] ADJ .
+            words = ["the", s, "is"] + (["very"] if rng.random() < 0.5 else []) + [rng.choice(adjs), "."]
         else:  # the S and the O are in the PLACE .
             words = ["the", s, "and", "the", o, "are", "in", "the", rng.choice(places), "."]
         sents.append(" ".join(words))
@@ -274,67 +266,45 @@ def translate(n: int, seed: int = 1234, min_len: int = TRANSLATE_MIN_LEN, max_le
 
 
 # --- single / pair (Q5/Q6) ----------------------------------------------------------------
-def _split_verbs(holdout: float) -> tuple[list[str], list[str]]:
-    """Verbs usable in the fine-tuning *train* split (fixed per polarity, seed-independent)."""
-    keep = []
-    for verbs in (POS_VERBS, NEG_VERBS):
-        k = len(verbs) - round(len(verbs) * holdout)
-        keep += verbs[:k]
-    return keep, [v for v in VERBS if v not in keep]
+def _half(words: Sequence[str], split: str) -> list[str]:
+    """The first half of ``words`` for the train split, the second half for any other split."""
+    k = len(words) // 2
+    return list(words[:k] if split == "train" else words[k:])
 
 
-def _sentence(rng: random.Random, s: str, o: str, polarity: int, verbs: Sequence[str],
-              places: list[str]) -> str:
-    """``the [ADJ] S [never] VERB the [ADJ] O [in the PLACE] .`` with the given polarity;
-    adjectives are random distractors of any polarity."""
-    vw, _ = _verb_for(rng, polarity, verbs, neg_p=0.3)
-    a1 = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
-    a2 = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
-    words = _np("the", a1, s) + vw + _np("the", a2, o)
-    if rng.random() < 0.3:
-        words += ["in", "the", rng.choice(places)]
-    return " ".join(words + ["."])
-
-
-def single(n: int, seed: int = 1234, split: str = "train", holdout: float = 0.25) -> list[dict]:
-    """``{"text", "label"}``, label = sentence polarity (verb polarity XOR ``never``); balanced.
-
-    ``split="train"`` draws verbs from the first 3/4 of each polarity list only (``holdout``);
-    any other split draws from all verbs.
-    """
+def single(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
+    """``{"text", "label"}``: ``the [ADJ] S VERB the [ADJ] O [in the PLACE] .``, label = polarity of
+    the verb and of every non-neutral adjective; balanced. Train and val use disjoint polarity words."""
     rng = random.Random(f"single:{split}:{seed}")
-    verbs = _split_verbs(holdout)[0] if split == "train" else VERBS
     out = []
     for i in range(n):
         label = i % 2 if n > 1 else rng.randrange(2)
+        verbs, adjs = (POS_VERBS, POS_ADJ) if label else (NEG_VERBS, NEG_ADJ)
         nouns, places = TOPICS[rng.choice(list(TOPICS))]
         s, o = rng.sample(nouns, 2)
-        out.append({"text": _sentence(rng, s, o, label, verbs, places), "label": label})
+        words = _clause(rng, s, o, _half(verbs, split), _half(adjs, split), places)
+        out.append({"text": " ".join(words), "label": label})
     rng.shuffle(out)
     return out
 
 
 def pair(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
-    """``{"text_a", "text_b", "label"}``: label 1 iff B talks about the same topic as A; balanced.
-
-    Each sentence names two entities (and maybe a place) of its topic, with a random attitude and
-    random adjectives; negatives take B from another topic. The label is a relation between the
-    segments: neither segment alone tells it. Topic membership of the 48 nouns and 16 places is
-    what pretraining on ``corpus`` teaches, so with few fine-tuning examples a pretrained encoder
-    has the advantage. (``split`` only changes the random stream.)
+    """``{"text_a", "text_b", "label"}``: label 1 iff B keeps A's mood (both positive or both
+    negative); balanced. Each sentence has its own random topic and mood, so neither segment alone
+    tells the label: it is a relation between them, like paraphrase or entailment. Train and val use
+    disjoint polarity words, as in :func:`single`.
     """
     rng = random.Random(f"pair:{split}:{seed}")
-    topics = list(TOPICS)
     out = []
     for i in range(n):
         label = i % 2 if n > 1 else rng.randrange(2)
-        ta = rng.choice(topics)
-        tb = ta if label else rng.choice([t for t in topics if t != ta])
+        mood_a = rng.randrange(2)
         sents = []
-        for t in (ta, tb):
-            nouns, places = TOPICS[t]
+        for mood in (mood_a, mood_a if label else 1 - mood_a):
+            nouns, places = TOPICS[rng.choice(list(TOPICS))]
+            verbs, adjs = (POS_VERBS, POS_ADJ) if mood else (NEG_VERBS, NEG_ADJ)
             s, o = rng.sample(nouns, 2)
-            sents.append(_sentence(rng, s, o, rng.randrange(2), VERBS, places))
+            sents.append(" ".join(_clause(rng, s, o, _half(verbs, split), _half(adjs, split), places)))
         out.append({"text_a": sents[0], "text_b": sents[1], "label": label})
     rng.shuffle(out)
     return out
