@@ -14,16 +14,17 @@ import pytest
 import yaml
 from rich.console import Console
 
-from transformer_ablations.config import ConfigError
+from transformer_ablations.config import ConfigError, flatten, to_dict
 from transformer_ablations.report import build_report, load_claims, log_report_to_wandb
 from transformer_ablations.report.collect import (
     collect_runs,
     collect_wandb,
     expected_points,
+    grid_dimensions,
     group_runs,
-    sweep_grid,
-    sweep_rules,
 )
+from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
+from transformer_ablations.sweeps.validate import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIMS = REPO / "experiments" / "claims.yaml"
@@ -44,18 +45,47 @@ SWEEPS = {
 }
 
 
-def write_sweeps(d: Path, sweeps: dict = SWEEPS, when: dict | None = None) -> Path:
-    """Sweep files shaped like sweeps/*.yaml (command with --config, a fixed scale), and their experiments."""
+# a small experiment file per sweep, with the `when:` rules of experiments/*.yaml: what `ablate fit|finetune`
+# needs to parse every grid point (the monitor is the sweep's metric)
+ACC = {"monitor": "val/acc", "monitor_mode": "max"}
+LOSS = {"monitor": "val/loss", "monitor_mode": "min"}
+EXACT_MATCH = {"monitor": "val/exact_match", "monitor_mode": "max"}
+GOALS = {"max": "maximize", "min": "minimize"}
+FINETUNE = {"pretrained": "auto:q5_pretrain", "pooling": "mean"}
+EXPERIMENTS = {
+    "q1_scaling": {"objective": "mlm", "data": {"task": "corpus"}, "train": ACC},
+    "q2_positional": {"objective": "none", "data": {"task": "order"}, "train": ACC},
+    "q3_attention": {"objective": "seq2seq", "model": {"arch": "encoder_decoder"},
+                     "data": {"task": "reverse"}, "train": EXACT_MATCH,
+                     "when": [{"if": {"model.arch": "decoder"}, "set": {"model.cross_attention": "full"}}]},
+    "q4_additive": {"objective": "mlm", "data": {"task": "corpus"}, "train": ACC},
+    "q5_pretrain": {"objective": "mlm_nsp", "data": {"task": "corpus"}, "train": LOSS,
+                    "when": [{"if": {"objective": "causal"}, "set": {"model.arch": "decoder"}}]},
+    "q5_finetune": {"data": {"task": "pair"}, "finetune": FINETUNE, "train": ACC},
+    "q6_cls_sep": {"data": {"task": "pair"}, "finetune": FINETUNE, "train": ACC,
+                   "when": [{"if": {"finetune.mode": "probe"},
+                             "set": {"train.lr": 0.01, "train.max_steps": 600}}]},
+}
+FINETUNE_SWEEPS = ("q5_finetune", "q6_cls_sep")
+
+
+def write_sweeps(d: Path, sweeps: dict = SWEEPS, experiments: dict = EXPERIMENTS) -> Path:
+    """Sweep files shaped like sweeps/*.yaml (command with --config, a fixed scale), and their experiment
+    files: both pass the sweep executor's checks, and every grid point parses."""
     d.mkdir(parents=True, exist_ok=True)
     exp_dir = d.parent / "experiments"
     exp_dir.mkdir(exist_ok=True)
     for name, params in sweeps.items():
-        spec = {"name": name, "method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
-                "command": ["${env}", "ablate", "fit", "--config", f"experiments/{name}.yaml", "${args}"],
+        exp = {"experiment": name, **experiments[name]}
+        train = exp["train"]
+        subcommand = "finetune" if name in FINETUNE_SWEEPS else "fit"
+        spec = {"name": name, "method": "grid",
+                "metric": {"name": train["monitor"], "goal": GOALS[train["monitor_mode"]]},
+                "command": ["${env}", "ablate", subcommand, "--config", f"experiments/{name}.yaml",
+                            "${args}"],
                 "parameters": {**{k: {"values": v} for k, v in params.items()}, "seed": {"values": SEEDS},
                                "scale": {"value": "quick"}}}
         (d / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        exp = {"experiment": name, "model": {"arch": "encoder"}, "when": (when or {}).get(name, [])}
         (exp_dir / f"{name}.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
     return d
 
@@ -250,6 +280,7 @@ def test_console_prints_the_verdict_table(built):
 
 def test_missing_diverged_failed_and_corrupt_runs_are_listed(built):
     section = built["md"].split("## Missing and diverged runs")[1]
+    assert "expected grid unknown" not in section  # every sweep and experiment file is valid
     assert "model.positional=rope, model.arch=decoder, seed=1" in section
     assert "finetune.pooling=max, finetune.mode=probe, objective=mlm, seed=0" in section  # failed: missing
     assert "diverged" in section and "137" in section
@@ -379,22 +410,33 @@ def test_group_runs_ignores_seed_and_per_run_paths(tmp_path):
     assert len(groups) == 1 and len(next(iter(groups.values()))) == 3
 
 
-def test_expected_points_normalise_decoder_pooled():
-    pts = expected_points({"model.arch": ["encoder_decoder", "decoder"], "model.cross_attention": ["full", "pooled"]})
-    assert len(pts) == 3
+def test_expected_points_of_the_repo_q3_sweep_normalise_decoder_pooled():
+    spec = load_sweep(REPO / "sweeps" / "q3_attention.yaml")
+    pts = expected_points(spec, grid_dimensions(spec))
+    # decoder x pooled runs as decoder x full (the `when:` rule of experiments/q3_attention.yaml)
+    assert len(pts) == 3 * len(SEEDS)
+    assert not [p for p in pts if p["model.arch"] == "decoder" and p["model.cross_attention"] == "pooled"]
 
 
-def test_expected_points_follow_the_experiment_when_blocks(tmp_path):
-    rule = [{"if": {"model.arch": "decoder"}, "set": {"model.positional": "none"}}]
-    sweeps_dir = write_sweeps(tmp_path / "sweeps", {"toy": {"model.arch": ["encoder", "decoder"],
-                                                            "model.positional": ["none", "learned"]}},
-                              when={"toy": rule})
-    base, rules = sweep_rules(sweeps_dir / "toy.yaml")
-    assert rules == [({"model.arch": "decoder"}, {"model.positional": "none"})] and base["model.arch"] == "encoder"
-    grid = sweep_grid(sweeps_dir / "toy.yaml")
-    assert grid["scale"] == ["quick"]
-    pts = expected_points(grid, rules, base)  # decoder x learned -> decoder x none; scale is not a dimension
-    assert len(pts) == 3 * len(SEEDS) and all("scale" not in p for p in pts)
+def test_expected_points_are_the_runs_the_executor_plans(tmp_path):
+    # the conditions hold through a config default (model.norm is not in the file) and the scale
+    rules = [{"if": {"model.arch": "decoder", "model.norm": "pre"}, "set": {"model.positional": "none"}},
+             {"if": {"scale": "smoke"}, "set": {"model.positional": "none"}}]
+    toy = {"objective": "none", "data": {"task": "order"}, "train": ACC, "when": rules}
+    grid = {"model.positional": ["learned", "none"], "model.arch": ["encoder", "decoder"]}
+    path = write_sweeps(tmp_path / "sweeps", {"toy": grid}, {"toy": toy}) / "toy.yaml"
+    spec = load_sweep(path)
+    dims = grid_dimensions(spec)
+    assert list(dims) == ["model.positional", "model.arch", "seed"]  # the scale is not a dimension
+    for scale, n in (("quick", 3), ("smoke", 2)):
+        pts = expected_points(spec, dims, scale)
+        assert len(pts) == n * len(SEEDS)
+        plan = Executor(ExecutorOptions(scale=scale, runs_dir=tmp_path / "runs")).plan(path)
+        planned = [{k: flatten(to_dict(r.cfg))[k] for k in dims} for r in plan.runs]
+        assert sorted(map(str, pts)) == sorted(map(str, planned))
+    first_seed = [p for p in expected_points(spec, dims) if p["seed"] == 0]
+    in_file_order = [(p["model.positional"], p["model.arch"]) for p in first_seed]
+    assert in_file_order == [("learned", "encoder"), ("none", "decoder"), ("none", "encoder")]
 
 
 def test_wandb_paths_fail_cleanly_offline(tmp_path, monkeypatch, capsys):

@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError, all_keys
+from ..config import ConfigError, toggle_values
+from ..sweeps.validate import load_sweep
 from .claims import Claim, load_claims
 from .collect import (
-    GRID_IGNORED_KEYS,
     RunCollection,
     RunRecord,
     collect_runs,
     collect_wandb,
     expected_points,
+    grid_dimensions,
     group_runs,
     sweep_file,
-    sweep_grid,
-    sweep_rules,
 )
 from .evaluate import ClaimResult, evaluate_claims
 from .figures import QUESTION_SWEEPS, make_figures
@@ -91,16 +90,13 @@ def build_report(
         )
     grids: dict[str, dict] = {}
     expected: dict[str, list[dict]] = {}
-    keys = all_keys() - GRID_IGNORED_KEYS
     for s in sorted(set(needed) | set(coll.sweeps) | {x for q in QUESTION_SWEEPS.values() for x in q}):
         f = sweep_file(sweeps_dir, s)
         if f.is_file():
-            try:  # only config keys make grid points (not e.g. the scale, which the suite sets)
-                grids[s] = {k: v for k, v in sweep_grid(f).items() if k in keys}
+            try:
+                grids[s], expected[s] = _grid_and_points(f, suite)
             except ConfigError:
                 continue  # reported as "expected grid unknown"
-            base, rules = sweep_rules(f)
-            expected[s] = expected_points(grids[s], rules, base)
     report_dir = Path(out_dir) / suite
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = make_figures(coll, grids, report_dir / FIGURES_DIR)
@@ -114,6 +110,14 @@ def build_report(
     if console:
         print_verdicts(results, None if console is True else console, title=f"Verdicts ({suite})")
     return report_dir / REPORT_MD
+
+
+def _grid_and_points(path: Path, suite: str) -> tuple[dict[str, list], list[dict]]:
+    """A sweep's grid (config keys only: the suite sets the scale) and the points its runs record."""
+    spec = load_sweep(path)
+    grid = grid_dimensions(spec)
+    scale = suite if suite in toggle_values()["scale"] else None  # runs/<scale> unless named otherwise
+    return grid, expected_points(spec, grid, scale)
 
 
 def log_report_to_wandb(

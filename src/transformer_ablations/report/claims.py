@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, all_keys, toggle_values
+from ..sweeps.validate import load_sweep
 from .collect import fmt_value, same_value, sweep_file, sweep_grid
 
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "q6")
@@ -168,7 +169,7 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
             sf = sweep_file(sweeps_dir, sweep)
             if not sf.is_file():
                 _fail(path, cid, f"sweep '{sweep}' does not exist (no {sf})")
-            grids[sweep] = sweep_grid(sf)
+            grids[sweep] = sweep_grid(load_sweep(sf))
         grid = grids[sweep]
         if not isinstance(metric, str) or not RUN_METRIC_RE.match(metric):
             _fail(path, cid, f"metric={metric!r} is not a metric key (train/…, attn/…, val/…, val_len<k>x/…)")

@@ -3,14 +3,14 @@
 - local: ``runs/<suite>/<sweep>/<run_id>/summary.json`` (the sweep is the directory name) and
   the Q4 attention-cost benchmark ``runs/<suite>/q4_attention_cost.json``;
 - online: the runs of a wandb sweep (:func:`collect_wandb`);
-- the grid a sweep file asks for (``sweeps/<sweep>.yaml`` ``parameters``), to list missing runs.
+- the grid a sweep file asks for (``sweeps/<sweep>.yaml``, read and normalised by the sweep
+  executor's own parser), to list missing runs.
 
 Corrupt or unreadable ``summary.json`` files are kept in a list for the report, never fatal.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError, flatten
+from ..config import ConfigError, flatten, to_dict
+from ..sweeps.validate import SweepSpec, grid_points, parse_point
 
 FINISHED, DIVERGED, FAILED, RUNNING = "finished", "diverged", "failed", "running"
 USABLE_STATUSES = (FINISHED, DIVERGED)  # runs whose metrics count (a diverged run's last metrics)
@@ -47,16 +46,6 @@ PER_RUN_KEYS = frozenset(
     }
 )
 
-# Grid points the executor normalises before running (a grid cannot avoid them). The experiment
-# file's ``when:`` blocks (``- if: {...}  set: {...}``) are read from the sweep's ``--config``;
-# this built-in rule mirrors config.validate (only an encoder-decoder has cross-attention to pool).
-# The normalised point is what the run's config records, so expected points are normalised the
-# same way and deduplicated.
-Rule = tuple[dict, dict]  # (if: key -> value, set: key -> value)
-BUILTIN_RULES: tuple[Rule, ...] = (
-    ({"model.arch": "encoder"}, {"model.cross_attention": "full"}),
-    ({"model.arch": "decoder"}, {"model.cross_attention": "full"}),
-)
 # Sweep parameters that are not grid dimensions of a suite (the executor sets the scale per suite).
 GRID_IGNORED_KEYS = frozenset({"scale", "train.out_dir", "train.wandb"})
 
@@ -276,96 +265,38 @@ def varying_keys(runs: Iterable[RunRecord], exclude: Iterable[str] = ()) -> dict
 
 
 # --- sweep files -------------------------------------------------------------------------
-def _params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, list]:
-    out: dict[str, list] = {}
-    for key, p in spec.items():
-        name = f"{prefix}{key}"
-        if isinstance(p, dict) and "values" in p:
-            out[name] = list(p["values"])
-        elif isinstance(p, dict) and "value" in p:
-            out[name] = [p["value"]]
-        elif isinstance(p, dict) and isinstance(p.get("parameters"), dict):
-            out.update(_params(p["parameters"], name + "."))
-        # distributions (min/max, ...) are not a grid: not expected points
-    return out
-
-
 def sweep_file(sweeps_dir: str | Path, sweep: str) -> Path:
     return Path(sweeps_dir) / f"{sweep}.yaml"
 
 
-def sweep_grid(path: str | Path) -> dict[str, list]:
-    """``parameters`` of a wandb sweep file as ``dotted key -> list of values``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    params = data.get("parameters") if isinstance(data, dict) else None
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: no 'parameters' mapping (a wandb sweep file lists its grid there)")
-    return _params(params)
+def sweep_grid(spec: SweepSpec) -> dict[str, list]:
+    """``parameters`` of a loaded sweep file as ``dotted key -> list of values``.
+
+    Distributions (min/max, ...) are not a grid: they give no expected points.
+    """
+    return {k: list(p["values"]) if "values" in p else [p["value"]]
+            for k, p in spec.parameters.items() if "values" in p or "value" in p}
 
 
-def experiment_of_sweep(path: str | Path) -> Path | None:
-    """The experiment file a sweep's ``command`` passes with ``--config`` (resolved from the repo root)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    cmd = data.get("command") if isinstance(data, dict) else None
-    if not isinstance(cmd, list):
-        return None
-    cmd = [str(c) for c in cmd]
-    for i, tok in enumerate(cmd):
-        rel = cmd[i + 1] if tok == "--config" and i + 1 < len(cmd) else tok.split("=", 1)[1] if tok.startswith(
-            "--config=") else None
-        if rel:
-            for cand in (Path(path).resolve().parent.parent / rel, Path(rel)):
-                if cand.is_file():
-                    return cand
-    return None
+def grid_dimensions(spec: SweepSpec) -> dict[str, list]:
+    """The grid a sweep's runs vary over: :func:`sweep_grid` without the scale, which the suite sets."""
+    return {k: v for k, v in sweep_grid(spec).items() if k not in GRID_IGNORED_KEYS}
 
 
-def sweep_rules(path: str | Path) -> tuple[dict[str, Any], list[Rule]]:
-    """(experiment defaults, ``when`` rules) of the experiment file behind a sweep; empty if unknown."""
-    exp = experiment_of_sweep(path)
-    if exp is None:
-        return {}, []
-    try:
-        data = yaml.safe_load(exp.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}, []
-    if not isinstance(data, dict):
-        return {}, []
-    base = flatten({k: v for k, v in data.items() if k not in ("scales", "when")})
-    rules = []
-    for block in data.get("when") or []:
-        if isinstance(block, dict) and isinstance(block.get("if"), dict) and isinstance(block.get("set"), dict):
-            rules.append((flatten(block["if"]), flatten(block["set"])))
-    return base, rules
+def expected_points(spec: SweepSpec, grid: Mapping[str, list], scale: str | None = None) -> list[dict]:
+    """The grid points of a sweep as their runs record them, restricted to the keys of ``grid``.
 
+    Each point is parsed as the sweep executor parses it (the experiment file's ``when:`` rules,
+    its scale block, config validation), so points that normalise to one run are one point.
+    In the order of the sweep file's values. Raises ConfigError when a point cannot run.
+    """
+    def file_order(params: dict) -> tuple:
+        return tuple(grid[k].index(params[k]) for k in grid)
 
-def normalise_point(point: dict[str, Any], rules: Iterable[Rule] = (), base: Mapping[str, Any] | None = None) -> dict:
-    """Apply ``when`` rules (and :data:`BUILTIN_RULES`) to a grid point; only the point's keys change."""
-    out = dict(point)
-    for cond, setting in (*BUILTIN_RULES, *rules):
-        full = {**(base or {}), **out}
-        if all(k in full and same_value(full[k], v) for k, v in cond.items()):
-            for k, v in setting.items():
-                if k in out:
-                    out[k] = v
-    return out
-
-
-def expected_points(
-    grid: Mapping[str, list], rules: Iterable[Rule] = (), base: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """The cartesian product of a sweep grid, normalised (``when`` rules) and deduplicated."""
-    keys = [k for k in grid if k not in GRID_IGNORED_KEYS]
-    rules = list(rules)
     seen, out = set(), []
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        point = normalise_point(dict(zip(keys, combo)), rules, base)
+    for params in sorted(grid_points(spec, scale), key=file_order):
+        config = flatten(to_dict(parse_point(spec, params)))
+        point = {k: config[k] for k in grid}
         key = tuple((k, canonical(v)) for k, v in point.items())
         if key not in seen:
             seen.add(key)
