@@ -66,7 +66,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"{p}: corrupted checkpoint (CRC mismatch in {bad}); use another checkpoint or retrain")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # corrupted archive members, unpickling errors
+    except Exception as err:  # noqa: BLE001 - torch.load raises any type on a corrupted archive or pickle
         raise ConfigError(f"{p}: corrupted checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
         raise ConfigError(f"{p}: not a transformer_ablations checkpoint (no state_dict / hyper_parameters.config)")
@@ -78,7 +78,7 @@ def _read_export(directory: Path) -> dict:
         meta = json.loads((directory / EXPORT_CONFIG).read_text())
         weights = load_file(str(directory / EXPORT_WEIGHTS))
         tokenizer = (directory / EXPORT_TOKENIZER).read_bytes()
-    except (OSError, json.JSONDecodeError, Exception) as err:
+    except Exception as err:  # noqa: BLE001 - OSError, JSONDecodeError, safetensors' own errors
         raise ConfigError(f"{directory}: not a complete export ({type(err).__name__}: {err})") from None
     return {
         "state_dict": {f"net.{k}": v for k, v in weights.items()},
