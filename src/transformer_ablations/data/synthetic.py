@@ -8,11 +8,12 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
 ``translate``): 8 topics x 6 nouns (+2 places each), 16 positive and 16 negative verbs,
 8 positive / 8 negative / 8 neutral adjectives.
 
-- ``corpus``: documents about one topic (3 of its nouns as entities, its places) in one mood
-  (every verb and every non-neutral adjective has the document's polarity). Words of one topic
-  or one polarity share their contexts, so MLM and causal LM learn those classes, and NSP (true
-  next sentence vs one from another document) is learnable from topic and mood; subject and object
-  roles are decided by word order (SVO).
+- ``corpus``: documents about one topic (its nouns and places, drawn afresh in every sentence, so
+  a masked noun must be guessed from the topic, not copied) in one mood (every verb and every
+  non-neutral adjective has the document's polarity). Words of one topic or one polarity share
+  their contexts, so MLM and causal LM learn those classes, and NSP (true next sentence vs one
+  from another document) is learnable from topic and mood; subject and object roles are decided
+  by word order (SVO).
 - ``order`` (Q2): filler symbols plus the two markers ``A`` and ``B``; label 1 iff A comes
   before B. Examples come in twins with the same bag and opposite labels, so any
   permutation-invariant model scores exactly 50%.
@@ -23,8 +24,8 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
 - ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
 - ``pair`` (Q5/Q6): label 1 iff sentence B keeps the mood of sentence A.
 - ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
-  verbs and adjectives of each polarity, the *val* split only the other half. A model must know the held-out words'
-  classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
+  verbs and adjectives of each polarity, the *val* split only the other half. A model must know
+  the held-out words' classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
   random initialisation cannot, which is the gap Q5 measures (BERT/GPT-1's premise: pretraining
   knows more words than the labelled set shows).
 """
