@@ -245,13 +245,8 @@ def _train_proto(texts: Sequence[str], vocab_size: int, model_type: str) -> byte
         "hard_vocab_limit": False,
         "minloglevel": 2,
         "num_threads": max(1, min(4, os.cpu_count() or 1)),
-        # inert (``texts`` is a sample of at most TRAIN_SENTENCES), kept because the model proto records
-        # its options: Tokenizer.hash, and the cache keys built on it, stay what they were
-        "input_sentence_size": 2_000_000,
-        "shuffle_input_sentence": True,
         "max_sentence_length": 1 << 14,
         "character_coverage": 1.0 if model_type == "word" else 0.9995,
-        "train_extremely_large_corpus": False,
     }
     for attempt in range(2):
         buf = io.BytesIO()
