@@ -19,35 +19,35 @@ An experiment file may carry two data blocks besides the config itself:
   a contradictory run; two grid points that normalise to one config are one run.
 
 Precedence: defaults < config files < scale block < command-line flags < matching ``when`` blocks.
+Each is one config layer given to jsonargparse in that order, so ``--print_config`` prints the
+config that runs. ``--config`` takes a path or a packaged experiment name (``q1_scaling``).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
-from .config import ConfigError, RunConfig, flatten, validate
+from . import resources
+from .config import CLASSIFICATION_TASKS, ConfigError, RunConfig, flatten, to_dict, validate
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
-EXTRA_BLOCKS = ("scales", "when")
 
 
 def _run_parser(prog: str = "ablate fit") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False, description="Train one ablation run.")
-    parser.add_argument("--config", action=ActionConfigFile, help="experiment YAML (may be given several times)")
-    parser.add_argument("--scales", type=dict, default={}, help="per-scale overrides (set in experiment files)")
-    parser.add_argument("--when", type=list, default=[], help="conditional overrides (set in experiment files)")
-    parser.add_argument("--debug", type=bool, default=False, help="show full tracebacks")
+    parser.add_argument(
+        "--config", action=ActionConfigFile,
+        help="experiment YAML: a path or a packaged name such as q1_scaling (may be given several times)",
+    )
     parser.add_class_arguments(RunConfig, fail_untyped=True, as_positional=False)
     return parser
 
@@ -125,76 +125,118 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _overlay(ns: Namespace) -> tuple[dict, dict]:
-    """(the scale block, the merged `when` blocks whose condition holds for ``ns``)."""
-    scale = _nested(dict(ns.scales.get(ns.scale, {}) or {})) if ns.scales else {}
+def _when_layer(ns: Namespace, when: list) -> dict:
+    """The merged ``set`` of the ``when`` blocks whose condition holds for ``ns``."""
     flat = flatten(ns.as_dict())
-    when: dict = {}
-    for i, block in enumerate(ns.when or []):
+    out: dict = {}
+    for i, block in enumerate(when):
         if not isinstance(block, dict) or "if" not in block or "set" not in block:
             raise ConfigError(f"when[{i}] must be a mapping with `if:` and `set:` keys, got {block!r}")
         if all(flat.get(k) == v for k, v in block["if"].items()):
-            when = _deep_merge(when, _nested(block["set"]))
-    return scale, when
+            out = _deep_merge(out, _nested(block["set"]))
+    return out
 
 
 def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--config X`` tokens (kept in order) from the other flags."""
+    """Separate the ``--config`` values (kept in order) from the other flags."""
     configs, rest, i = [], [], 0
     while i < len(argv):
         tok = argv[i]
         if tok == "--config" and i + 1 < len(argv):
-            configs += argv[i : i + 2]
+            configs.append(argv[i + 1])
             i += 2
             continue
-        (configs if tok.startswith("--config=") else rest).append(tok)
+        if tok.startswith("--config="):
+            configs.append(tok.split("=", 1)[1])
+        else:
+            rest.append(tok)
         i += 1
     return configs, rest
 
 
+def _config_layers(configs: list[str]) -> tuple[list[dict], dict, list]:
+    """Each ``--config`` (path, packaged name or inline YAML) -> its layer without the data blocks,
+    plus the merged ``scales`` and the concatenated ``when`` blocks of all files."""
+    layers, scales, when = [], {}, []
+    for token in configs:
+        data = _load_config(token)
+        scales = _deep_merge(scales, {k: _nested(v or {}) for k, v in (data.pop("scales", None) or {}).items()})
+        when += data.pop("when", None) or []
+        layers.append(data)
+    return layers, scales, when
+
+
+def _load_config(token: str) -> dict:
+    if token.lstrip().startswith("{"):
+        text, where = token, "--config"
+    else:
+        path = resources.find_file(token, "experiments")
+        if path is None or not path.is_file():
+            names = ", ".join(resources.packaged_names("experiments"))
+            raise ConfigError(f"--config {token}: file not found; give a path or a packaged experiment ({names})")
+        text, where = path.read_text(), f"--config {token}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: an experiment file must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _as_config(layer: dict) -> list[str]:
+    return ["--config", yaml.safe_dump(layer)] if layer else []
+
+
 def _to_run_config(parser: ArgumentParser, ns: Namespace) -> RunConfig:
     ns = copy.deepcopy(ns)
-    for key in ("config", "scales", "when", "debug"):
-        ns.pop(key, None)
+    ns.pop("config", None)
     init = parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
     return RunConfig(**{k: init[k] for k in RunConfig.__dataclass_fields__})
 
 
 def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig:
-    """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line)."""
+    """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line).
+
+    The layers, in order: config files, the scale block of the resolved ``scale``, the flags,
+    the matching ``when`` blocks. ``ablate finetune`` also needs a downstream task and takes the
+    objective from the pretrained checkpoint unless ``--objective`` is given."""
     argv = _apply_aliases(argv)
-    for tok in argv:
-        if tok.startswith("--config="):
-            _check_config_path(tok.split("=", 1)[1])
-    for a, b in itertools.pairwise(argv):
-        if a == "--config":
-            _check_config_path(b)
+    configs, rest = _split_configs(argv)
+    layers, scales, when = _config_layers(configs)
+    files = [tok for layer in layers for tok in _as_config(layer)]
     parser = _run_parser(prog)
     try:
-        first = parser.parse_args(argv)
-        scale_overlay, when_overlay = _overlay(first)
-        if scale_overlay or when_overlay:
-            configs, rest = _split_configs(argv)
-            tail = ["--config", yaml.safe_dump(when_overlay)] if when_overlay else []
-            first = parser.parse_args([*configs, "--config", yaml.safe_dump(scale_overlay), *rest, *tail])
-        cfg = _to_run_config(parser, first)
+        ns = parser.parse_args([*files, *rest])
+        scale = _as_config(scales.get(ns.scale) or {})
+        if scale:
+            ns = parser.parse_args([*files, *scale, *rest])
+        tail = _as_config(_when_layer(ns, when))
+        if tail:
+            ns = parser.parse_args([*files, *scale, *rest, *tail])
+        cfg = _to_run_config(parser, ns)
     except ArgumentError as err:
         raise ConfigError(_one_line(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {' '.join(str(err).split())}") from None
+    if prog.endswith("finetune"):
+        cfg = _finetune_config(cfg, explicit_objective=any(t.split("=")[0] == "--objective" for t in rest))
     return validate(cfg)
 
 
-def _check_config_path(path: str) -> None:
-    if path.lstrip().startswith("{"):
-        return
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: file not found")
-    try:
-        yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+def _finetune_config(cfg: RunConfig, explicit_objective: bool) -> RunConfig:
+    """A fine-tuning run needs a downstream task; its objective is the checkpoint's, unless given."""
+    if cfg.data.task not in CLASSIFICATION_TASKS:
+        raise ConfigError(
+            f"ablate finetune needs a downstream task: --task {'|'.join(CLASSIFICATION_TASKS)}, or a --config "
+            f"experiment that sets data.task (got data.task={cfg.data.task}, a pretraining task)"
+        )
+    spec = cfg.finetune.pretrained
+    if spec and not spec.startswith("auto:") and not explicit_objective:
+        from .training.checkpoints import pretrained_objective
+
+        cfg.objective = pretrained_objective(spec)
+    return cfg
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:  # noqa: F821
@@ -206,7 +248,11 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
     if any(tok in ("-h", "--help") for tok in argv):
         _run_parser(prog).print_help()
         return 0
-    cfg = parse_run_config(argv, prog=prog)
+    printing = [tok for tok in argv if tok.split("=")[0] == "--print_config"]
+    cfg = parse_run_config([tok for tok in argv if tok not in printing], prog=prog)
+    if printing:  # the composed config, exactly what `train` receives (model.vocab_size: from the tokenizer)
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
     from .training.run import train
 
     result = train(cfg)

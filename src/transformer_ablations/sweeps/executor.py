@@ -5,7 +5,7 @@ It reads the same sweep files as ``wandb sweep``, asks wandb's open-source searc
 the command line ``wandb agent`` would run (``--key=value`` flags after the ``--config`` of the
 sweep's ``command``) and runs ``train(cfg)`` in a child process.
 
-Claims. Before a run starts, the executor takes an exclusive non-blocking ``fcntl.flock`` on
+Claims. Before a run starts, the executor takes an exclusive non-blocking ``filelock`` (flock) on
 ``<run dir>.lock`` (next to the run directory, whose name carries the config hash, so two grid
 points that normalise to the same config are one run). The OS releases the lock when the
 process holding it dies, so:
@@ -48,6 +48,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
+from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
 from .progress import SweepProgress
 from .validate import (
     Point,
@@ -62,16 +63,7 @@ from .validate import (
     to_python,
 )
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None
-
 TERMINAL = ("finished", "diverged", "failed")
-# Set in a run's child process: the path of the run lock the executor holds for it. ``train`` takes
-# the same lock when run on its own, and skips it when this names its lock (the child may not take
-# the lock its parent holds: flock conflicts between open file descriptions, even parent-child).
-HELD_LOCK_ENV = "ABLATE_RUN_LOCK_HELD"
 RunFn = Callable[[RunConfig], dict]
 LOG_NAME = "stdout.log"
 
@@ -134,60 +126,6 @@ class SweepPlan:
     @property
     def sweep_dir(self) -> Path:
         return self.out_dir / self.spec.name
-
-
-# --- claims --------------------------------------------------------------------------------
-class RunLock:
-    """Exclusive, non-blocking, released by the OS when the holder dies.
-
-    The holder may delete the lock file when it is done (``release(remove=True)``, as a standalone
-    ``ablate fit`` does, so run folders hold no lock files): a process that locked the file just
-    before it was unlinked sees that its descriptor no longer names ``path`` and tries again."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):
-                os.close(fd)
-                return False
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:  # unlinked by its previous holder after we opened it: lock the new file
-                os.close(fd)
-                continue
-            self.fd = fd
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {os.uname().nodename} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-            return True
-        return False
-
-    def release(self, remove: bool = False) -> None:
-        if self.fd is not None:
-            if remove:  # while still holding it (see the class docstring)
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
-            with contextlib.suppress(OSError):
-                if fcntl is not None:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-
-
-def lock_path(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    return run_dir.with_name(run_dir.name + ".lock")
 
 
 # --- the child process -------------------------------------------------------------------------

@@ -36,13 +36,13 @@ from typing import Any
 
 import yaml
 
+from .. import resources
 from ..config import ConfigError, RunConfig, all_keys, toggle_values
 
 METHODS = ("grid", "random", "bayes")
 SUBCOMMANDS = ("fit", "finetune")
 MACROS = ("${env}", "${interpreter}", "${program}")
 GOAL_TO_MODE = {"maximize": "max", "minimize": "min"}
-REPO_ROOT = Path(__file__).resolve().parents[3]  # src/transformer_ablations/sweeps/ -> repo root
 
 
 def sweeps_engine():
@@ -146,14 +146,16 @@ def _load_yaml(path: Path) -> Any:
 
 
 def resolve_path(token: str, sweep_path: Path) -> str:
-    """A relative ``--config`` path: as given from the cwd, else from the repository root."""
+    """A relative ``--config`` path: as given from the cwd, else next to the sweep file's folder,
+    else the packaged experiment file (``experiments/q1_scaling.yaml`` or ``q1_scaling``)."""
     p = Path(token)
     if p.is_absolute() or p.exists() or token.lstrip().startswith("{"):
         return token
-    for root in (Path(sweep_path).resolve().parent.parent, REPO_ROOT):
-        if (root / p).exists():
-            return str(root / p)
-    return token
+    beside = Path(sweep_path).resolve().parent.parent / p
+    if beside.exists():
+        return str(beside)
+    packaged = resources.find_file(token, "experiments")
+    return str(packaged) if packaged else token
 
 
 def _parse_command(path: Path, raw: dict) -> tuple[str, list[str]]:
@@ -359,10 +361,11 @@ def parse_sets(items: Sequence[str] | None) -> dict:
 
 # --- finding sweep files ----------------------------------------------------------------------
 def sweeps_dir() -> Path:
-    for root in (Path.cwd(), REPO_ROOT):
-        if (root / "sweeps").is_dir() and any((root / "sweeps").glob("q*.yaml")):
-            return root / "sweeps"
-    return Path.cwd() / "sweeps"
+    """``./sweeps`` when it holds sweep files (a user's own copies), else the packaged ones."""
+    local = Path.cwd() / "sweeps"
+    if local.is_dir() and any(local.glob("q*.yaml")):
+        return local
+    return resources.sweeps_dir()
 
 
 def resolve_sweep_files(names: Sequence[str]) -> list[Path]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
@@ -45,7 +44,9 @@ from .checkpoints import (
     resolve_pretrained,
 )
 from .module import AblationModule
+from .progress import StepProgress
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
+from .runlock import HELD_LOCK_ENV, RunLock, lock_path
 from .tracking import ResumableCSVLogger, make_wandb_logger
 
 FINAL = ("finished", "diverged")
@@ -109,8 +110,6 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
 def _claim_run(run_dir: Path):
     """The run's exclusive lock (``<run_dir>.lock``, the executor's claim), or None when another
     process holds it. A process started by the executor (which holds the lock for it) skips it."""
-    from ..sweeps.executor import HELD_LOCK_ENV, RunLock, lock_path
-
     path = lock_path(run_dir)
     held = os.environ.get(HELD_LOCK_ENV)
     if held and Path(held).resolve() == path.resolve():
@@ -286,9 +285,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         record,
         checkpoint,
     ]
-    interactive = sys.stderr.isatty() and os.environ.get("CI") is None
-    if interactive:
-        callbacks.append(RichProgressBar(leave=False))
+    callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines
     loggers = [ResumableCSVLogger(run_dir)]
     wandb_logger = make_wandb_logger(cfg, run_dir)
     if wandb_logger is not None:
@@ -307,7 +304,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         callbacks=callbacks,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=interactive,
+        enable_progress_bar=True,
         enable_model_summary=False,
         deterministic=cfg.train.accelerator == "cpu",
         use_distributed_sampler=False,
