@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace, set_parsing_settings
 
 from . import resources
 from .config import CLASSIFICATION_TASKS, ConfigError, RunConfig, flatten, to_dict, validate
@@ -40,6 +40,9 @@ from .config import CLASSIFICATION_TASKS, ConfigError, RunConfig, flatten, to_di
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
+
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # `--help` shows the config fields' docstrings
 
 
 def _run_parser(prog: str = "ablate fit") -> ArgumentParser:
@@ -275,13 +278,15 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
-    parser.add_argument("--claims", default="experiments/claims.yaml")
-    parser.add_argument("--sweeps", default="sweeps", help="directory of the sweep files")
+    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
     parser.add_argument("--wandb", type=bool, default=False, help="also log tables and figures to a wandb run")
     args = _parse_small(parser, argv)
     from .report import build_report, log_report_to_wandb
+    from .sweeps.validate import sweeps_dir
 
-    path = build_report(args.runs_dir, args.suite, args.out, args.claims, args.sweeps)
+    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    path = build_report(args.runs_dir, args.suite, args.out, claims, args.sweeps or sweeps_dir())
     print(f"report: {path} and {path.with_suffix('.html')}")
     if args.wandb:
         log_report_to_wandb(path, suite=args.suite)

@@ -44,28 +44,49 @@ WandbMode = Literal["auto", "online", "offline", "disabled"]
 
 @dataclass
 class AttentionConfig:
+    """Attention (Q1, Q4): how queries meet keys."""
+
     kind: AttentionKind = "dot"
+    """dot: q.k (Vaswani); additive: v.tanh(Wq + Uk) (Bahdanau)"""
     scaling: Scaling = "sqrt_dk"
+    """scale the logits by 1/sqrt(d_k), none, 1/d_k, a learned scalar, or qk_norm (LayerNorm on q and k)"""
     impl: AttentionImpl = "sdpa"
-    chunk_size: int = 64  # additive attention: queries per chunk (bounds peak memory)
+    """sdpa: PyTorch's fused kernel; reference: the readable path (same maths)"""
+    chunk_size: int = 64
+    """additive attention: queries per chunk (bounds peak memory)"""
 
 
 @dataclass
 class ModelConfig:
+    """The model: one configurable Transformer (Q2, Q3 toggles and its size)."""
+
     arch: Arch = "encoder"
+    """encoder (bidirectional), decoder (causal; prefix LM for seq2seq) or encoder_decoder"""
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     positional: Positional = "learned"
+    """position information: none, sinusoidal, learned, rope or alibi"""
     segment_embeddings: bool = True
+    """add a segment (sentence A/B) embedding"""
     d_model: int = 64
+    """width of the residual stream"""
     n_heads: int = 4
-    head_dim: int | None = None  # d_k; None means d_model // n_heads
+    """attention heads per layer"""
+    head_dim: int | None = None
+    """d_k, the width of each head; null: d_model / n_heads"""
     n_layers: int = 2
+    """Transformer blocks (per stack)"""
     d_ff: int = 256
+    """hidden width of the feed-forward sublayer"""
     dropout: float = 0.0
+    """dropout probability"""
     norm: Norm = "pre"
+    """LayerNorm before each sublayer (pre) or after the residual sum (post)"""
     cross_attention: CrossAttention = "full"
-    max_len: int = 512  # learned positions / caches cover this many tokens
-    vocab_size: int = 0  # 0: filled in from the tokenizer when the run is built
+    """encoder_decoder: attend to every encoder state (full) or to one pooled state (Q3)"""
+    max_len: int = 512
+    """learned positions and caches cover this many tokens"""
+    vocab_size: int = 0
+    """0: filled in from the tokenizer when the run is built"""
 
     @property
     def d_head(self) -> int:
@@ -74,55 +95,100 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | file:<path> | hf:<name>[:<config>]
+    """Data: the task, its source and its batches."""
+
+    source: str = "synthetic"
+    """synthetic, file:<path> or hf:<name>[:<config>]"""
     task: Task = "corpus"
+    """corpus (pretraining), retrieval, order, reverse, sort, translate, single or pair"""
     seq_len: int = 64
-    n_train: int = 2000  # synthetic examples, or a cap on a real corpus (0 = all)
-    n_val: int = 256  # same for validation
-    vocab_size: int = 512  # sentencepiece vocabulary (symbolic tasks use one token per symbol)
+    """tokens per training example"""
+    n_train: int = 2000
+    """synthetic examples, or a cap on a real corpus (0 = all)"""
+    n_val: int = 256
+    """validation examples (same rule)"""
+    vocab_size: int = 512
+    """sentencepiece vocabulary (symbolic tasks use one token per symbol)"""
     pair_format: PairFormat = "sep"
-    eval_length_multiples: list[int] = field(default_factory=list)  # e.g. [2, 4]: also evaluate at 2T, 4T
+    """sentence pairs as [CLS] a [SEP] b [SEP] (sep) or [CLS] a b [SEP] (concat)"""
+    eval_length_multiples: list[int] = field(default_factory=list)
+    """also evaluate at these multiples of seq_len, e.g. [2, 4]"""
     mlm_probability: float = 0.15
+    """share of tokens chosen for masked-LM prediction"""
     batch_size: int = 32
+    """global batch size (whatever the device count)"""
     num_workers: int = 0
+    """DataLoader worker processes"""
     cache_dir: str = ".cache/transformer_ablations"
+    """tokenizers and tokenized datasets are cached here"""
 
 
 @dataclass
 class FinetuneConfig:
-    pretrained: str | None = None  # checkpoint file or run directory
+    """Fine-tuning (Q5, Q6): what is loaded and how a sequence becomes one vector."""
+
+    pretrained: str | None = None
+    """checkpoint file, run directory, export folder, or auto:<sweep>"""
     pooling: Pooling = "cls"
+    """pooling of the sequence for the classifier: cls, mean, max or last"""
     mode: FinetuneMode = "full"
+    """full: train everything; probe: freeze the encoder, train a linear head"""
 
 
 @dataclass
 class TrainConfig:
+    """Training: optimisation, validation, hardware and outputs."""
+
     max_steps: int = 300
+    """optimizer steps"""
     lr: float = 1e-3
+    """peak learning rate (AdamW, warmup then cosine)"""
     warmup_steps: int = 30
+    """linear warmup steps"""
     weight_decay: float = 0.01
+    """AdamW weight decay"""
     grad_clip: float = 1.0
-    val_every: int = 100  # steps between validations
+    """gradient norm clip (0: off)"""
+    val_every: int = 100
+    """steps between validations (and checkpoints)"""
     log_every: int = 10
+    """steps between logged training metrics"""
     attn_stats_every: int = 50
-    monitor: str = "val/loss"  # also the sweep's metric
+    """steps between attention statistics (entropy, max prob, logit std)"""
+    monitor: str = "val/loss"
+    """metric of best.ckpt, also the sweep's metric"""
     monitor_mode: Literal["min", "max"] = "min"
+    """whether lower or higher is better for monitor"""
     accelerator: str = "auto"
-    devices: str = "1"  # "1", "2", "0,1" or "auto"
+    """cpu, gpu or auto"""
+    devices: str = "1"
+    """device count or list: 1, 2, 0,1 or auto"""
     strategy: str = "auto"
+    """Lightning strategy, e.g. ddp"""
     precision: str = "32-true"
+    """Lightning precision, e.g. bf16-mixed"""
     compile: bool = False
-    peak_tflops: float | None = None  # for MFU; None: looked up for known GPUs
+    """torch.compile the model"""
+    peak_tflops: float | None = None
+    """peak TFLOP/s for MFU; null: looked up for known GPUs"""
     out_dir: str = "runs"
+    """runs go to <out_dir>/<experiment>/s<seed>-<hash>/"""
     wandb: WandbMode = "auto"
+    """auto: online with a login, else offline"""
 
 
 @dataclass
 class RunConfig:
+    """One run: every toggle of the vocabulary, as dotted keys."""
+
     experiment: str = "default"
+    """name of the experiment (the run folder's parent)"""
     scale: Scale = "quick"
+    """smoke (seconds), quick (CPU minutes) or full (GPUs): picks the experiment's scale block"""
     objective: Objective = "mlm"
+    """pretraining objective: mlm_nsp, mlm, causal, seq2seq, or none (random init)"""
     seed: int = 0
+    """seed of initialisation, data order and masking"""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
