@@ -85,3 +85,28 @@ def test_loading_refuses_a_checkpoint_with_arbitrary_objects(pretrained, tmp_pat
         read_checkpoint(tmp_path / "evil.ckpt")
     assert not MARKER.exists()
     assert read_checkpoint(pretrained / "checkpoints" / "last.ckpt")["hyper_parameters"]["config"]["objective"] == "mlm_nsp"
+
+
+def test_lightning_atomic_save_stages_outside_the_folder_so_the_custom_checkpoint_io_stays(tmp_path, monkeypatch):
+    """Lightning's ``_atomic_save`` (an fsspec transaction) writes its temp file to the system temp folder and
+    then moves it: across filesystems a copy that a kill can tear. AtomicCheckpointIO stages beside the target
+    (rename on one filesystem, fsynced). When Lightning stages in place too, drop AtomicCheckpointIO."""
+    import tempfile
+
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from transformer_ablations.training.checkpoints import AtomicCheckpointIO
+
+    staged, real = [], tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        staged.append(Path(name).parent)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    folder = tmp_path / "checkpoints"
+    TorchCheckpointIO().save_checkpoint({"w": torch.zeros(2)}, folder / "lightning.ckpt")
+    AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(2)}, folder / "ours.ckpt")
+    assert staged[0] != folder and staged[-1] == folder
+    assert sorted(p.name for p in folder.iterdir()) == ["lightning.ckpt", "ours.ckpt"]
