@@ -75,7 +75,7 @@ def layer_step(
     device: torch.device | str = "cpu",
     causal: bool = False,
     seed: int = 0,
-    compile: str | None = None,
+    compile: str | Callable | None = None,
 ) -> Callable[[], None]:
     """A zero-argument function running one forward + backward of one self-attention layer
     (``compile``: a ``torch.compile`` backend, e.g. ``inductor``; None: eager)."""
@@ -172,7 +172,7 @@ def measure(
     causal: bool = False,
     min_time_s: float = 0.05,
     progress: Callable[[str], None] | None = None,
-    compile: str | None = None,
+    compile: str | Callable | None = None,
 ) -> list[dict]:
     """-> rows ``{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"}``, one per kind x T x repeat."""
     for kind in kinds:
