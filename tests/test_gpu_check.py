@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_check  # noqa: E402  (benchmarks/ is not a package)
+import gpu_check  # benchmarks/ is not a package: imported from its folder
 
 
 def verdict(cid: str, effect, lo, hi, v: str, question: str = "q2") -> dict:
@@ -103,3 +104,23 @@ def test_dry_run_checks_every_step(tmp_path):
     again = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--dry-run"], env=env,
                            capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 2 and "already holds a check" in again.stderr  # nothing overwritten
+
+
+def test_every_dependency_reaches_the_gpu_machine():
+    """Each dependency in pyproject.toml is in the GPU image or travels as a wheel (gpu_wheels.txt)."""
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    lines = (ROOT / "benchmarks" / "gpu_wheels.txt").read_text().splitlines()
+    image = {norm(n) for ln in lines if ln.startswith("# image:") for n in ln.split(":", 1)[1].split()}
+    pins = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+    wheels = {norm(ln.split("==")[0]) for ln in pins}
+    assert image and wheels and all(re.fullmatch(r"[A-Za-z0-9_.-]+==\S+", ln) for ln in pins)
+    toml = (ROOT / "pyproject.toml").read_text()  # (tomllib is 3.11+; the project supports 3.10)
+    needed = set()
+    for key in ("dependencies", "dev"):
+        block = re.search(rf"^{key} = \[(.*?)\]\s*$", toml, re.MULTILINE | re.DOTALL).group(1)
+        needed |= {norm(re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0]) for d in re.findall(r'"([^"]+)"', block)}
+    assert {"torch", "wandb", "jsonargparse", "sweeps", "pytest"} <= needed
+    assert needed - image - wheels - {"ruff"} == set()  # ruff lints here; the GPU check does not run it
