@@ -273,9 +273,15 @@ def step_env(chk: Check) -> dict:
                              capture_output=True, text=True, timeout=20, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         smi = None
+    try:  # conflicts between the wheels (installed without dependency resolution) and the image: for the record
+        check = subprocess.run([PY, "-m", "pip", "check"], capture_output=True, text=True, timeout=60, check=False)
+        conflicts = [ln for ln in check.stdout.splitlines() if "requires" in ln or "has requirement" in ln]
+    except (OSError, subprocess.TimeoutExpired):
+        conflicts = ["pip check did not run"]
     missing = [n for n, v in versions.items() if v == "missing"]
     result = {"python": platform.python_version(), "versions": versions, "torch_cuda": torch.version.cuda,
-              "cuda_devices": torch.cuda.device_count(), "nvidia_smi": smi, "cpus": os.cpu_count()}
+              "cuda_devices": torch.cuda.device_count(), "nvidia_smi": smi, "cpus": os.cpu_count(),
+              "pip_check": conflicts[:40]}
     return {"status": "failed" if missing else "ok", "result": result,
             **({"error": f"packages missing: {', '.join(missing)} (see gpu_check.sh's header)"} if missing else {})}
 

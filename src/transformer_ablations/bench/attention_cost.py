@@ -161,6 +161,26 @@ def _cpu_peak_memory_mb(step: Callable[[], None]) -> float:
     return (max(e["args"]["Total Allocated"] for e in memory) - before) / 2**20
 
 
+def _allow_recompiles(n: int) -> None:
+    """One graph per layer (kind x T) of the same ``forward``: more than dynamo's default limit of 8
+    per code object, past which it would quietly run the rest eager."""
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, name, max(getattr(cfg, name), n))
+
+
+def _warm_up(step: Callable[[], None], sync: Callable[[], None], min_time_s: float, compiled: bool) -> int:
+    """Run ``step`` untimed (allocator, kernels, caches; a compiled one first compiles) -> how many calls
+    make a timed block of at least ``min_time_s``."""
+    if compiled:
+        step()  # compiles; the next call sizes the timed blocks
+    sync()
+    t0 = time.perf_counter()
+    step()
+    sync()
+    return max(1, min(1000, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6))))
+
+
 def measure(
     kinds: Sequence[str] = DEFAULT_KINDS,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
@@ -179,23 +199,15 @@ def measure(
         if kind not in KINDS:
             raise ValueError(f"unknown attention kind {kind!r}; valid: {', '.join(KINDS)}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if compile is not None:  # one graph per layer (kind x T): more than dynamo's default of 8 per frame
-        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-        setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 4 * len(kinds) * len(lengths)))
+    if compile is not None:
+        _allow_recompiles(4 * len(kinds) * len(lengths))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     rows: list[dict] = []
     for t in lengths:
         steps = {k: layer_step(k, t, d_k, n_heads, batch, device, causal, compile=compile) for k in kinds}
         calls, memory = {}, {}
         for kind, step in steps.items():
-            if compile is not None:
-                step()  # compiles; the next call sizes the timed blocks
-            sync()
-            t0 = time.perf_counter()
-            step()  # warm-up (allocator, kernels, caches), also sizes the timed blocks
-            sync()
-            once = time.perf_counter() - t0
-            calls[kind] = max(1, min(1000, math.ceil(min_time_s / max(once, 1e-6))))
+            calls[kind] = _warm_up(step, sync, min_time_s, compiled=compile is not None)
             memory[kind] = peak_memory_mb(step, device)
         per_kind: dict[str, list[float]] = {k: [] for k in kinds}
         for r in range(repeats):
