@@ -2,7 +2,8 @@
 packages; see its header). Each step runs in its own process with a time cap, inside an overall budget
 of 470 s (the check must finish in 8 minutes on one H100/H200), its output in ``OUTDIR/logs/STEP.log``
 (all of them also in ``OUTDIR/gpu_check.log``); ``OUTDIR/gpu_check.json`` gets every step's command,
-exit code, seconds, status and results. A failing step does not stop the next.
+exit code, seconds, status and results. A failing step does not stop the next. They run in the order
+env, pytest, ddp, sweep, mfu, attention (the numbers below are the issue's): short steps first.
 
 1. ``pytest``: ``pytest -m gpu tests`` (the CUDA half of tests/test_gpu_properties.py) -> junit XML.
 2. ``sweep``: Q2 (sweeps/q2_positional.yaml, 30 runs, quick scale) through the local executor on the
@@ -11,7 +12,7 @@ exit code, seconds, status and results. A failing step does not stop the next.
    has its 95% CI above zero on one device and below zero on the other, and no claim is supported on
    one and contradicted on the other (``compare_verdicts``).
 3. ``mfu``: ``gpu_mfu.py`` (124M decoder, T 1024, bf16, flash SDPA, compiled; MFU, tokens/s, memory).
-4. ``attention``: ``attention_cost --device cuda --compile``, dot_sdpa vs additive, T 128 ... 4096.
+4. ``attention``: ``attention_cost --device cuda --compile``, dot_sdpa vs additive, T 256 ... 4096.
 5. ``ddp``: whether NCCL lets 2 processes share one GPU (``--nccl-probe``), then a single-process DDP
    run (NCCL, world size 1) of ``ablate fit`` (q2 smoke): one record and one offline wandb run.
    Lightning places rank r on cuda:r, so ``ablate fit`` cannot put two ranks on one GPU whatever NCCL
@@ -44,7 +45,7 @@ PY = sys.executable
 BUDGET_S = 470
 QUESTION, SWEEP = "q2", "q2_positional"
 GPU_WORKERS, CPU_WORKERS = 8, 8  # 16 cores: 2 threads per run (the executor splits them)
-CAPS = {"pytest": 120, "sweep": 180, "mfu": 150, "attention": 120, "ddp": 75}  # seconds per step, within BUDGET_S
+CAPS = {"pytest": 100, "ddp": 75, "sweep": 170, "mfu": 180, "attention": 120}  # seconds per step, within BUDGET_S
 PACKAGES = ("torch", "lightning", "torchmetrics", "jsonargparse", "wandb", "datasets", "sweeps", "sentencepiece",
             "scipy", "safetensors")
 
@@ -63,7 +64,7 @@ def commands(out: Path) -> dict[str, list[str]]:
         "mfu": [PY, "benchmarks/gpu_mfu.py", "--batch", "32", "--steps", "10", "--warmup", "3",
                 "--variants", "dense", "task", "--json", str(out / "mfu.json")],
         "attention": [PY, "-m", "transformer_ablations.bench.attention_cost", "--device", "cuda", "--compile",
-                      "--kinds", "dot_sdpa", "additive", "--lengths", "128,256,512,1024,2048,4096",
+                      "--kinds", "dot_sdpa", "additive", "--lengths", "256,512,1024,2048,4096",
                       "--repeats", "3", "--out", str(out / "attention_cost_gpu.json")],
         "nccl_probe": [PY, "benchmarks/gpu_check.py", "--nccl-probe", str(out / "nccl_probe.json")],
         "ddp": [*cli, "fit", "--config", f"experiments/{SWEEP}.yaml", "--scale=smoke",
@@ -387,11 +388,11 @@ def run_check(out: Path, dry_run: bool) -> dict:
     steps = {
         "env": lambda: step_env(chk),
         "pytest": lambda: step_pytest(chk, cmds["pytest"]),
+        "ddp": lambda: step_ddp(chk, cmds["nccl_probe"], cmds["ddp"]),
         "sweep": lambda: step_sweep(chk, cmds),
         "mfu": lambda: step_mfu(chk, cmds["mfu"]),
         "attention": lambda: step_attention(chk, cmds["attention"]),
-        "ddp": lambda: step_ddp(chk, cmds["nccl_probe"], cmds["ddp"]),
-    }
+    }  # the short steps first: a budget overrun cuts the long ones, whose JSON keeps what they measured
     for name, step in steps.items():
         try:
             report["steps"][name] = step()

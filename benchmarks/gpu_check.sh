@@ -8,8 +8,9 @@
 #   2. Q2 quick sweep, --gpus 0       and the same sweep on the CPU at the same time; the verdicts' directions
 #                                     are compared (benchmarks/gpu_check.py: compare_verdicts)
 #   3. benchmarks/gpu_mfu.py          124M decoder, T 1024, bf16, flash SDPA, compiled: MFU, tokens/s, memory
-#   4. attention_cost --compile       dot_sdpa vs additive, time and memory, T 128 ... 4096
+#   4. attention_cost --compile       dot_sdpa vs additive, time and memory, T 256 ... 4096
 #   5. DDP                            NCCL probe (two ranks on one GPU?), single-process DDP `ablate fit`
+#   (run in the order env, pytest, 5, 2, 3, 4: short steps first, inside a 470 s budget)
 #
 # Writes OUTDIR/gpu_check.json (every step's command, exit code, seconds, status, numbers), OUTDIR/gpu_check.log
 # and OUTDIR/logs/*.log, pytest_gpu.xml, runs/{gpu,cpu}/, reports/{gpu,cpu}/, mfu.json, attention_cost_gpu.json

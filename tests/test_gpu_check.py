@@ -93,7 +93,7 @@ def test_dry_run_checks_every_step(tmp_path):
     report = json.loads((out / "gpu_check.json").read_text())
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-2000:], report)
     steps = report["steps"]
-    assert list(steps) == ["env", "pytest", "sweep", "mfu", "attention", "ddp"]
+    assert list(steps) == ["env", "pytest", "ddp", "sweep", "mfu", "attention"]
     assert all(s["status"] == "ok" for s in steps.values()) and report["dry_run"] and report["ok"]
     assert steps["pytest"]["result"]["collected"] >= 20  # the CUDA half of test_gpu_properties.py
     assert set(steps["mfu"]["result"]["variants"]) == {"dense", "task"}
