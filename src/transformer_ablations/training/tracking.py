@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import netrc
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..atomic import atomic_write_text
 from ..config import RunConfig, flatten, to_dict
+from .run_names import run_name
 
 PROJECT = "transformer-ablations"
+# The wandb exit code of a run by its final status (those of `ablate fit`; anything else: 1).
+STATUS_EXIT_CODES = {"finished": 0, "exists": 0, "diverged": 3}
 
 
 def wandb_logged_in() -> bool:
@@ -39,6 +46,53 @@ def wandb_mode(cfg: RunConfig) -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with the run config logged once, flat with dotted keys (given to
+    ``wandb.init``): the module's ``save_hyperparameters`` would add the whole config again as
+    one nested ``cfg`` blob."""
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def finish_wandb(exit_code: int) -> None:
+    """End the active wandb run (if this process started one) with ``exit_code``: the offline
+    ``.wandb`` file gets its final history, summary and exit record. Lightning's WandbLogger never
+    calls ``finish``, and a sweep child ends with ``os._exit``, which skips wandb's own hooks.
+    Never raises: a wandb problem is one line on stderr."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or getattr(wandb, "run", None) is None:
+        return
+    try:
+        wandb.run.finish(exit_code=exit_code)
+    except Exception as err:  # noqa: BLE001 - tracking must never turn a result into a crash
+        print(f"wandb: could not finish the run ({type(err).__name__}: {err})", file=sys.stderr)
+
+
+class _Ending:
+    status: str | None = None
+
+
+@contextlib.contextmanager
+def wandb_finished() -> Iterator[_Ending]:
+    """``with wandb_finished() as end: ... end.status = summary["status"]``: the wandb run started
+    inside ends on every path, with the exit code of ``end.status`` (finished 0, diverged 3,
+    failed 1), 130 when interrupted, or the code of a ``SystemExit``."""
+    end = _Ending()
+    try:
+        yield end
+    except KeyboardInterrupt:
+        finish_wandb(130)
+        raise
+    except SystemExit as err:
+        finish_wandb(err.code if isinstance(err.code, int) else 0 if err.code is None else 1)
+        raise
+    except BaseException:
+        finish_wandb(1)
+        raise
+    finish_wandb(STATUS_EXIT_CODES.get(end.status or "", 1))
+
+
 def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     """A WandbLogger for this run, or None when disabled. The wandb run id is derived from the
     run directory, so a resumed run continues the same wandb run. ``log_model``: online runs
@@ -48,11 +102,9 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    from lightning.pytorch.loggers import WandbLogger
-
-    logger = WandbLogger(
+    logger = RunWandbLogger(
         project=os.environ.get("WANDB_PROJECT", PROJECT),
-        name=f"{cfg.experiment}/{run_dir.name}",
+        name=run_name(cfg),
         # under `wandb agent` the sweep owns the run id; elsewhere the run dir names it (resume continues it)
         id=None if os.environ.get("WANDB_SWEEP_ID") else f"{cfg.experiment}-{run_dir.name}".replace("/", "-"),
         group=cfg.experiment,
