@@ -133,6 +133,6 @@ def test_smoke_sweep_offline_runs_parse_complete(tmp_path, capsys):
     assert len(run_dirs) == 2
     names = set()
     for run_dir in run_dirs:
-        run, summary = assert_complete_and_matching(run_dir)
+        run, _ = assert_complete_and_matching(run_dir)
         names.add(run.name)
     assert names == {"arch=encoder positional=none seed=0", "arch=encoder positional=none seed=1"}
