@@ -53,6 +53,7 @@ def test_fit_logs_a_complete_flat_named_wandb_run(tmp_path):
     assert result["status"] == "finished"
     run, _ = assert_complete_and_matching(Path(result["run_dir"]))
     assert run.name == "q2_positional seed=0"
+    assert run.summary["status"] == "finished" and run.summary["run_id"] == Path(result["run_dir"]).name
     # the config once, flat with dotted keys: no nested blob from save_hyperparameters
     assert run.config["model.positional"] == "none" and run.config["seed"] == 0
     assert not [k for k, v in run.config.items() if isinstance(v, dict) and k != "_wandb"]
@@ -72,6 +73,7 @@ def test_diverged_run_ends_its_wandb_run_with_exit_code_3(tmp_path):
     (offline,) = find_offline_runs(result["run_dir"])
     run = read_offline_run(offline)
     assert run.error is None and run.exit_code == 3
+    assert run.summary["status"] == "diverged" and run.summary["diverged_step"] == result["diverged_step"]
 
 
 @pytest.mark.parametrize(("raised", "code"), [(None, 0), (KeyboardInterrupt, 130), (RuntimeError, 1),
@@ -83,7 +85,7 @@ def test_wandb_finished_ends_the_run_on_every_path(tmp_path, raised, code):
     wandb.log({"val/acc": 0.25})
     if raised is None:
         with wandb_finished() as end:
-            end.status = "finished"
+            end.record = {"status": "finished", "run_id": "s0-abc", "error": None}
     else:
         with pytest.raises(type(raised) if isinstance(raised, BaseException) else raised), wandb_finished():
             raise raised

@@ -195,7 +195,7 @@ def train(cfg: RunConfig) -> dict:
             _remove_stale_temp_files(run_dir)
         with wandb_finished() as end:  # the wandb run ends here on every path, with the run's exit code
             summary = _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
-            end.status = summary["status"]
+            end.record = summary
         return summary
     finally:
         lock.release(remove=True)

@@ -8,7 +8,7 @@ import io
 import netrc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,28 +55,37 @@ class RunWandbLogger(WandbLogger):
         return None
 
 
-def finish_wandb(exit_code: int) -> None:
-    """End the active wandb run (if this process started one) with ``exit_code``: the offline
-    ``.wandb`` file gets its final history, summary and exit record. Lightning's WandbLogger never
-    calls ``finish``, and a sweep child ends with ``os._exit``, which skips wandb's own hooks.
-    Never raises: a wandb problem is one line on stderr."""
+# Fields of summary.json copied into the wandb run's summary, so that an online report
+# (``report.collect_wandb``) tells a diverged run (a result) from a failed one.
+RECORD_FIELDS = ("run_id", "status", "diverged_step", "error", "step")
+
+
+def finish_wandb(exit_code: int, record: Mapping[str, Any] | None = None) -> None:
+    """End the active wandb run (if this process started one) with ``exit_code``, after copying
+    the run record's :data:`RECORD_FIELDS` into its summary: the offline ``.wandb`` file gets its
+    final history, summary and exit record. Lightning's WandbLogger never calls ``finish``, and a
+    sweep child ends with ``os._exit``, which skips wandb's own hooks. Never raises: a wandb
+    problem is one line on stderr."""
     wandb = sys.modules.get("wandb")
-    if wandb is None or getattr(wandb, "run", None) is None:
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None:
         return
     try:
-        wandb.run.finish(exit_code=exit_code)
+        if record:
+            run.summary.update({k: record[k] for k in RECORD_FIELDS if record.get(k) is not None})
+        run.finish(exit_code=exit_code)
     except Exception as err:  # noqa: BLE001 - tracking must never turn a result into a crash
         print(f"wandb: could not finish the run ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 class _Ending:
-    status: str | None = None
+    record: dict | None = None  # the run's final summary.json, set by the body
 
 
 @contextlib.contextmanager
 def wandb_finished() -> Iterator[_Ending]:
-    """``with wandb_finished() as end: ... end.status = summary["status"]``: the wandb run started
-    inside ends on every path, with the exit code of ``end.status`` (finished 0, diverged 3,
+    """``with wandb_finished() as end: ... end.record = summary``: the wandb run started inside
+    ends on every path, with the exit code of the record's status (finished 0, diverged 3,
     failed 1), 130 when interrupted, or the code of a ``SystemExit``."""
     end = _Ending()
     try:
@@ -90,7 +99,8 @@ def wandb_finished() -> Iterator[_Ending]:
     except BaseException:
         finish_wandb(1)
         raise
-    finish_wandb(STATUS_EXIT_CODES.get(end.status or "", 1))
+    status = (end.record or {}).get("status", "")
+    finish_wandb(STATUS_EXIT_CODES.get(status, 1), end.record)
 
 
 def make_wandb_logger(cfg: RunConfig, run_dir: Path):
