@@ -1,4 +1,5 @@
-"""``ablate sync``: upload runs that logged offline (``runs/**/wandb/offline-run-*``)."""
+"""``ablate sync``: upload runs that logged offline (``runs/**/wandb/offline-run-*``, and the report
+runs of ``ablate report --wandb`` under ``reports/``), and read what an offline run holds."""
 
 from __future__ import annotations
 
@@ -135,19 +136,39 @@ def sync_command(dirs: Sequence[Path], python: str | None = None, project: str |
     return argv + [str(d) for d in dirs]
 
 
+def describe_offline_run(path: Path) -> str:
+    """``<dir>  complete (exit 0, 12 history rows)`` or ``<dir>  INCOMPLETE (<why>)``."""
+    run = read_offline_run(path)
+    if run.complete:
+        return f"{path}  complete (exit {run.exit_code}, {len(run.history)} history rows)"
+    why = run.error or "no exit record: the run was cut short"
+    return f"{path}  INCOMPLETE ({why})"
+
+
 def sync(runs_dir: str | Path = "runs", dry_run: bool = False, include_synced: bool = False,
-         project: str | None = None, env: Mapping[str, str] = os.environ) -> int:
-    if not has_wandb_login(env):
+         project: str | None = None, env: Mapping[str, str] = os.environ,
+         reports_dir: str | Path | None = "reports") -> int:
+    """Upload the offline runs under ``runs_dir`` and ``reports_dir`` (``ablate report --wandb``).
+    ``dry_run`` lists them (complete or cut short) and the ``wandb sync`` command, login or not."""
+    logged_in = has_wandb_login(env)
+    if not logged_in and not dry_run:
         print(f"ablate sync: not logged in to wandb; {LOGIN_HINT}, then run `ablate sync` again", file=sys.stderr)
         return 2
-    dirs = find_offline_runs(runs_dir, include_synced)
+    roots = [runs_dir, *([reports_dir] if reports_dir else [])]
+    dirs = [d for root in roots for d in find_offline_runs(root, include_synced)]
+    where = " and ".join(f"{r}/" for r in roots)
     if not dirs:
-        print(f"ablate sync: no offline runs to upload under {runs_dir}/")
+        print(f"ablate sync: no offline runs to upload under {where}")
         return 0
     argv = sync_command(dirs, project=project)
-    print(f"ablate sync: uploading {len(dirs)} offline run(s) from {runs_dir}/", flush=True)
     if dry_run:
+        print(f"ablate sync --dry-run: would upload {len(dirs)} offline run(s) from {where}:")
+        for d in dirs:
+            print(f"  {describe_offline_run(d)}")
         print(" ".join(argv))
+        if not logged_in:
+            print(f"(not logged in to wandb: {LOGIN_HINT} before `ablate sync`)")
         return 0
+    print(f"ablate sync: uploading {len(dirs)} offline run(s) from {where}", flush=True)
     env = {k: v for k, v in env.items() if k != "WANDB_MODE"}
     return subprocess.run(argv, check=False, env=env, stdin=subprocess.DEVNULL).returncode
