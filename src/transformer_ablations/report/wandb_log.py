@@ -67,6 +67,7 @@ def log_report_to_wandb(report_path: str | Path, project: str | None = None, ent
         run.finish(exit_code=1)
         raise
     run.finish(exit_code=0)
+    wandb.teardown()  # finish returns before wandb's service has written the run out; teardown waits for it
     if mode == "online":
         print(f"wandb: report logged to {where}")
     else:

@@ -63,9 +63,9 @@ RECORD_FIELDS = ("run_id", "status", "diverged_step", "error", "step")
 def finish_wandb(exit_code: int, record: Mapping[str, Any] | None = None) -> None:
     """End the active wandb run (if this process started one) with ``exit_code``, after copying
     the run record's :data:`RECORD_FIELDS` into its summary: the offline ``.wandb`` file gets its
-    final history, summary and exit record. Lightning's WandbLogger never calls ``finish``, and a
-    sweep child ends with ``os._exit``, which skips wandb's own hooks. Never raises: a wandb
-    problem is one line on stderr."""
+    final history, summary and exit record, written out before this returns. Lightning's
+    WandbLogger never calls ``finish``, and a sweep child ends with ``os._exit``, which skips
+    wandb's own hooks. Never raises: a wandb problem is one line on stderr."""
     wandb = sys.modules.get("wandb")
     run = getattr(wandb, "run", None) if wandb is not None else None
     if run is None:
@@ -74,6 +74,7 @@ def finish_wandb(exit_code: int, record: Mapping[str, Any] | None = None) -> Non
         if record:
             run.summary.update({k: record[k] for k in RECORD_FIELDS if record.get(k) is not None})
         run.finish(exit_code=exit_code)
+        wandb.teardown()  # finish returns before wandb's service has written the file; teardown waits
     except Exception as err:  # noqa: BLE001 - tracking must never turn a result into a crash
         print(f"wandb: could not finish the run ({type(err).__name__}: {err})", file=sys.stderr)
 
