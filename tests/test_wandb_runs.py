@@ -76,8 +76,16 @@ def test_diverged_run_ends_its_wandb_run_with_exit_code_3(tmp_path):
     assert run.summary["status"] == "diverged" and run.summary["diverged_step"] == result["diverged_step"]
 
 
+def _lightning_interrupt():
+    """What Lightning's trainer does on Ctrl-C: ``sys.exit(1)`` while handling the KeyboardInterrupt."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise SystemExit(1) from None
+
+
 @pytest.mark.parametrize(("raised", "code"), [(None, 0), (KeyboardInterrupt, 130), (RuntimeError, 1),
-                                              (SystemExit(1), 1)])
+                                              (SystemExit(1), 1), ("lightning", 130)])
 def test_wandb_finished_ends_the_run_on_every_path(tmp_path, raised, code):
     import wandb
 
@@ -86,6 +94,9 @@ def test_wandb_finished_ends_the_run_on_every_path(tmp_path, raised, code):
     if raised is None:
         with wandb_finished() as end:
             end.record = {"status": "finished", "run_id": "s0-abc", "error": None}
+    elif raised == "lightning":
+        with pytest.raises(SystemExit), wandb_finished():
+            _lightning_interrupt()
     else:
         with pytest.raises(type(raised) if isinstance(raised, BaseException) else raised), wandb_finished():
             raise raised

@@ -87,7 +87,8 @@ class _Ending:
 def wandb_finished() -> Iterator[_Ending]:
     """``with wandb_finished() as end: ... end.record = summary``: the wandb run started inside
     ends on every path, with the exit code of the record's status (finished 0, diverged 3,
-    failed 1), 130 when interrupted, or the code of a ``SystemExit``."""
+    failed 1), 130 when interrupted (also when Lightning has turned the interruption into
+    ``SystemExit(1)``), or the code of another ``SystemExit``."""
     end = _Ending()
     try:
         yield end
@@ -95,7 +96,10 @@ def wandb_finished() -> Iterator[_Ending]:
         finish_wandb(130)
         raise
     except SystemExit as err:
-        finish_wandb(err.code if isinstance(err.code, int) else 0 if err.code is None else 1)
+        if isinstance(err.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into sys.exit(1)
+            finish_wandb(130)
+        else:
+            finish_wandb(err.code if isinstance(err.code, int) else 0 if err.code is None else 1)
         raise
     except BaseException:
         finish_wandb(1)
