@@ -15,7 +15,7 @@ from transformer_ablations.sweeps.sync import find_offline_runs, read_offline_ru
 from transformer_ablations.sweeps.testing import fake_train, write_fake_sweep
 from transformer_ablations.training import records
 from transformer_ablations.training.run import train
-from transformer_ablations.training.tracking import wandb_finished
+from transformer_ablations.training.wandb_run import wandb_finished
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,7 +48,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
-from ..training.run_names import RUN_NAME_ENV
+from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
 from .progress import SweepProgress
 from .validate import (
     Point,
@@ -288,8 +288,6 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
             message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
             with contextlib.suppress(Exception):
                 _mark_failed(cfg, run_dir, message, 1)
-    from ..training.tracking import finish_wandb
-
     finish_wandb(code)  # os._exit skips wandb's hooks: a run left open would be cut short on disk
     with contextlib.suppress(Exception):
         sys.stdout.flush()

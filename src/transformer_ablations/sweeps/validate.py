@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, RunConfig, all_keys, toggle_values
-from ..training.run_names import run_label
+from ..training.wandb_run import run_label
 
 METHODS = ("grid", "random", "bayes")
 SUBCOMMANDS = ("fit", "finetune")

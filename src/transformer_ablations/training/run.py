@@ -46,7 +46,8 @@ from .checkpoints import (
 )
 from .module import AblationModule
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
-from .tracking import ResumableCSVLogger, make_wandb_logger, wandb_finished
+from .tracking import ResumableCSVLogger, make_wandb_logger
+from .wandb_run import wandb_finished
 
 FINAL = ("finished", "diverged")
 

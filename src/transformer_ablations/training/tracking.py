@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import netrc
 import os
-import sys
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +15,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..atomic import atomic_write_text
 from ..config import RunConfig, flatten, to_dict
-from .run_names import run_name
+from .wandb_run import run_name
 
 PROJECT = "transformer-ablations"
-# The wandb exit code of a run by its final status (those of `ablate fit`; anything else: 1).
-STATUS_EXIT_CODES = {"finished": 0, "exists": 0, "diverged": 3}
-
 
 def wandb_logged_in() -> bool:
     """An API key in the environment or in ~/.netrc; no network call."""
@@ -53,59 +47,6 @@ class RunWandbLogger(WandbLogger):
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         return None
-
-
-# Fields of summary.json copied into the wandb run's summary, so that an online report
-# (``report.collect_wandb``) tells a diverged run (a result) from a failed one.
-RECORD_FIELDS = ("run_id", "status", "diverged_step", "error", "step")
-
-
-def finish_wandb(exit_code: int, record: Mapping[str, Any] | None = None) -> None:
-    """End the active wandb run (if this process started one) with ``exit_code``, after copying
-    the run record's :data:`RECORD_FIELDS` into its summary: the offline ``.wandb`` file gets its
-    final history, summary and exit record, written out before this returns. Lightning's
-    WandbLogger never calls ``finish``, and a sweep child ends with ``os._exit``, which skips
-    wandb's own hooks. Never raises: a wandb problem is one line on stderr."""
-    wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb is not None else None
-    if run is None:
-        return
-    try:
-        if record:
-            run.summary.update({k: record[k] for k in RECORD_FIELDS if record.get(k) is not None})
-        run.finish(exit_code=exit_code)
-        wandb.teardown()  # finish returns before wandb's service has written the file; teardown waits
-    except Exception as err:  # noqa: BLE001 - tracking must never turn a result into a crash
-        print(f"wandb: could not finish the run ({type(err).__name__}: {err})", file=sys.stderr)
-
-
-class _Ending:
-    record: dict | None = None  # the run's final summary.json, set by the body
-
-
-@contextlib.contextmanager
-def wandb_finished() -> Iterator[_Ending]:
-    """``with wandb_finished() as end: ... end.record = summary``: the wandb run started inside
-    ends on every path, with the exit code of the record's status (finished 0, diverged 3,
-    failed 1), 130 when interrupted (also when Lightning has turned the interruption into
-    ``SystemExit(1)``), or the code of another ``SystemExit``."""
-    end = _Ending()
-    try:
-        yield end
-    except KeyboardInterrupt:
-        finish_wandb(130)
-        raise
-    except SystemExit as err:
-        if isinstance(err.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into sys.exit(1)
-            finish_wandb(130)
-        else:
-            finish_wandb(err.code if isinstance(err.code, int) else 0 if err.code is None else 1)
-        raise
-    except BaseException:
-        finish_wandb(1)
-        raise
-    status = (end.record or {}).get("status", "")
-    finish_wandb(STATUS_EXIT_CODES.get(status, 1), end.record)
 
 
 def make_wandb_logger(cfg: RunConfig, run_dir: Path):
