@@ -3,11 +3,12 @@
     ablate fit      --config experiments/q1_scaling.yaml [--scale=smoke] [--model.attention.scaling=none ...]
     ablate finetune --config experiments/q5_finetune.yaml --pretrained runs/.../s0-abc --task pair
     ablate sweep    sweeps/q1_scaling.yaml [--scale=quick] [--workers=2]
-    ablate report   [--suite=quick]
+    ablate report   [--suite=quick] [--wandb]
+    ablate views    q1 [--scale=quick] [--dry-run]
     ablate agents   SWEEP_ID --gpus 0,1
     ablate slurm    SWEEP_ID --tasks 8 --count 3
     ablate export   CHECKPOINT OUT_DIR
-    ablate sync
+    ablate sync     [--dry-run]
 
 Run configs are parsed by jsonargparse from :class:`~transformer_ablations.config.RunConfig`:
 every dotted key of the toggle vocabulary is a flag, ``--config`` files stack, later flags win.
@@ -280,7 +281,9 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
     parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
     parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
-    parser.add_argument("--wandb", type=bool, default=False, help="also log tables and figures to a wandb run")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the verdicts, figures and HTML to a wandb run (offline without a login: "
+                             "`ablate sync` uploads it)")
     args = _parse_small(parser, argv)
     from .report import build_report, log_report_to_wandb
     from .sweeps.validate import sweeps_dir
@@ -291,6 +294,32 @@ def _cmd_report(argv: list[str]) -> int:
     if args.wandb:
         log_report_to_wandb(path, suite=args.suite)
     return 0
+
+
+def _cmd_views(argv: list[str]) -> int:
+    parser = _small_parser("ablate views", "Save a wandb report per question: parallel coordinates over the sweep's "
+                           "toggles, bar charts of the primary metrics and learning curves grouped by the toggles. "
+                           "Needs a wandb login (exit 2 without one); --dry-run prints the views without one.")
+    parser.add_argument("questions", nargs="+", help="q1 ... q6, or all")
+    parser.add_argument("--scale", default="quick", help="the runs' scale (smoke, quick, real, full)")
+    parser.add_argument("--project", default=None, help="wandb project (default: $WANDB_PROJECT or transformer-ablations)")
+    parser.add_argument("--entity", default=None, help="wandb entity (default: $WANDB_ENTITY or your default entity)")
+    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
+    parser.add_argument("--dry_run", "--dry-run", action="store_true", help="print the views, save nothing")
+    args = _parse_small(parser, argv)
+    from .report.figures import QUESTION_SWEEPS
+    from .report.wandb_views import views
+
+    questions = list(QUESTION_SWEEPS) if args.questions == ["all"] else args.questions
+    bad = [q for q in questions if q not in QUESTION_SWEEPS]
+    if bad:
+        raise ConfigError(f"question {bad[0]!r} is not valid; valid: {', '.join(QUESTION_SWEEPS)}, all")
+    from .sweeps.validate import sweeps_dir
+
+    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    return views(questions, scale=args.scale, project=args.project, entity=args.entity,
+                 sweeps_dir=args.sweeps or sweeps_dir(), claims_path=claims, dry_run=args.dry_run)
 
 
 def _cmd_export(argv: list[str]) -> int:
@@ -321,6 +350,7 @@ COMMANDS = {
     "sync": _cmd_sweeps("sync"),
     "slurm": _cmd_sweeps("slurm"),
     "report": _cmd_report,
+    "views": _cmd_views,
     "export": _cmd_export,
 }
 

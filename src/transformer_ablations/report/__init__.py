@@ -6,12 +6,12 @@
 - :mod:`.evaluate` claims × runs -> :class:`ClaimResult`
 - :mod:`.figures`  one figure per question (PNG)
 - :mod:`.render`   report.md, self-contained report.html, Rich console table
+- :mod:`.wandb_log` the report as a wandb run (``--wandb``); :mod:`.wandb_views` saved views per question
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .evaluate import ClaimResult, evaluate_claims
 from .figures import QUESTION_SWEEPS, make_figures
 from .render import build_document, print_verdicts, to_html, to_markdown
 from .stats import Estimate, contrast_ci, difference_ci, mean_ci, t_quantile, verdict
+from .wandb_log import log_report_to_wandb
 
 __all__ = [
     "Claim",
@@ -118,51 +119,3 @@ def _grid_and_points(path: Path, suite: str) -> tuple[dict[str, list], list[dict
     grid = grid_dimensions(spec)
     scale = suite if suite in toggle_values()["scale"] else None  # runs/<scale> unless named otherwise
     return grid, expected_points(spec, grid, scale)
-
-
-def log_report_to_wandb(
-    report_path: str | Path,
-    project: str = "transformer-ablations",
-    entity: str | None = None,
-    suite: str | None = None,
-) -> str | None:
-    """Upload a built report (verdict table, figures, the HTML) as a wandb run of job type "report".
-
-    Only when wandb is online and logged in; otherwise prints one line and returns None.
-    Returns the run URL.
-    """
-    report_dir = Path(report_path).parent
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        print(f"wandb: not logging the report (WANDB_MODE={mode})")
-        return None
-    try:
-        import wandb
-
-        if not wandb.Api(timeout=15).api_key:
-            raise RuntimeError("not logged in (wandb login)")
-    except Exception as e:  # noqa: BLE001 - any wandb/network problem: one line, no upload
-        print(f"wandb: not logging the report ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
-        return None
-    verdicts = json.loads((report_dir / VERDICTS_JSON).read_text())
-    suite = suite or report_dir.name
-    run = wandb.init(project=project, entity=entity, job_type="report", name=f"report-{suite}",
-                     config={"suite": suite}, reinit="finish_previous")
-    try:
-        cols = ["id", "question", "claim", "effect_text", "n", "verdict", "literature"]
-        table = wandb.Table(columns=cols)
-        for v in verdicts:
-            table.add_data(v["id"], v["question"], v["claim"], v["effect_text"], v["n"], v["verdict"],
-                           f"{v['literature']['direction']} — {v['literature']['anchor']}")
-        logged: dict[str, Any] = {"verdicts": table}
-        for png in sorted((report_dir / FIGURES_DIR).glob("*.png")):
-            logged[f"figures/{png.stem}"] = wandb.Image(str(png))
-        html_path = report_dir / REPORT_HTML
-        if html_path.is_file():
-            logged["report"] = wandb.Html(html_path.read_text(), inject=False)
-        run.log(logged)
-        for key in ("supported", "contradicted", "not resolved"):
-            run.summary[f"claims/{key.replace(' ', '_')}"] = sum(v["verdict"] == key for v in verdicts)
-        return run.url
-    finally:
-        run.finish()

@@ -178,13 +178,16 @@ def sync_main(argv: Sequence[str]) -> int:
 
     p = _parser("ablate sync", "Upload runs that logged offline (runs/**/wandb/offline-run-*).")
     p.add_argument("--runs-dir", type=str, default="runs")
-    p.add_argument("--dry-run", action="store_true", help="print the wandb sync command only")
+    p.add_argument("--reports-dir", type=str, default="reports", help="also upload report runs from here")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the offline runs (complete or cut short) and the wandb sync command; no login needed")
     p.add_argument("--include-synced", action="store_true")
     p.add_argument("--project", type=str, default=None)
     args = _parse(p, argv)
     if args is None:
         return 0
-    return sync(args.runs_dir, dry_run=args.dry_run, include_synced=args.include_synced, project=args.project)
+    return sync(args.runs_dir, dry_run=args.dry_run, include_synced=args.include_synced, project=args.project,
+                reports_dir=args.reports_dir)
 
 
 # --- ablate slurm --------------------------------------------------------------------------

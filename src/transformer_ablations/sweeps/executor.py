@@ -49,6 +49,7 @@ from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
 from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
+from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
 from .progress import SweepProgress
 from .validate import (
     Point,
@@ -225,6 +226,7 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
             message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
             with contextlib.suppress(Exception):
                 _mark_failed(cfg, run_dir, message, 1)
+    finish_wandb(code)  # os._exit skips wandb's hooks: a run left open would be cut short on disk
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -450,6 +452,7 @@ class Executor:
             records.write_summary(point.run_dir, summary)
         env = self._child_env(slot)
         env[HELD_LOCK_ENV] = str(lock.path.resolve())
+        env[RUN_NAME_ENV] = point.label  # the wandb run name
         threads = int(env["OMP_NUM_THREADS"])
         argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ablate", subcommand, *point.argv]
         proc = ctx.Process(

@@ -38,6 +38,7 @@ import yaml
 
 from .. import resources
 from ..config import ConfigError, RunConfig, all_keys, toggle_values
+from ..training.wandb_run import run_label
 
 METHODS = ("grid", "random", "bayes")
 SUBCOMMANDS = ("fit", "finetune")
@@ -124,8 +125,7 @@ class Point:
     @property
     def label(self) -> str:
         """Short human name: the varying parameters without their prefixes."""
-        parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params.items() if k not in ("scale", "train.out_dir")]
-        return " ".join(parts)
+        return run_label(self.params)
 
 
 def _one_line(text: str) -> str:

@@ -154,7 +154,8 @@ class AblationModule(L.LightningModule):
                 continue
             (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": t.weight_decay, "name": "decay"},
+             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}],
             lr=t.lr,
             betas=(0.9, 0.98),
         )
@@ -167,7 +168,8 @@ class AblationModule(L.LightningModule):
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # "name": the key LearningRateMonitor logs the lr under (train/lr/decay, train/lr/no_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
 
     # --- checkpoints carry the RNG so a resumed run replays the same dropout ------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
@@ -48,6 +49,7 @@ from .progress import StepProgress
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
 from .runlock import HELD_LOCK_ENV, RunLock, lock_path
 from .tracking import ResumableCSVLogger, make_wandb_logger
+from .wandb_run import wandb_finished
 
 FINAL = ("finished", "diverged")
 
@@ -192,7 +194,10 @@ def train(cfg: RunConfig) -> dict:
             raise ConfigError(f"train.out_dir={cfg.train.out_dir}: cannot create {run_dir} ({err.strerror})") from None
         if _is_rank_zero():
             _remove_stale_temp_files(run_dir)
-        return _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+        with wandb_finished() as end:  # the wandb run ends here on every path, with the run's exit code
+            summary = _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+            end.record = summary
+        return summary
     finally:
         lock.release(remove=True)
 
@@ -284,6 +289,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         Throughput(t.log_every, t.peak_tflops),
         record,
         checkpoint,
+        LearningRateMonitor(logging_interval="step"),  # train/lr/<param group>, every log_every steps
     ]
     callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines
     loggers = [ResumableCSVLogger(run_dir)]

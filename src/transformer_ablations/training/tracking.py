@@ -7,16 +7,17 @@ import io
 import netrc
 import os
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..atomic import atomic_write_text
 from ..config import RunConfig, flatten, to_dict
+from .wandb_run import run_name
 
 PROJECT = "transformer-ablations"
-
 
 def wandb_logged_in() -> bool:
     """An API key in the environment or in ~/.netrc; no network call."""
@@ -39,6 +40,15 @@ def wandb_mode(cfg: RunConfig) -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with the run config logged once, flat with dotted keys (given to
+    ``wandb.init``): the module's ``save_hyperparameters`` would add the whole config again as
+    one nested ``cfg`` blob."""
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     """A WandbLogger for this run, or None when disabled. The wandb run id is derived from the
     run directory, so a resumed run continues the same wandb run. ``log_model``: online runs
@@ -48,11 +58,9 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    from lightning.pytorch.loggers import WandbLogger
-
-    logger = WandbLogger(
+    logger = RunWandbLogger(
         project=os.environ.get("WANDB_PROJECT", PROJECT),
-        name=f"{cfg.experiment}/{run_dir.name}",
+        name=run_name(cfg),
         # under `wandb agent` the sweep owns the run id; elsewhere the run dir names it (resume continues it)
         id=None if os.environ.get("WANDB_SWEEP_ID") else f"{cfg.experiment}-{run_dir.name}".replace("/", "-"),
         group=cfg.experiment,
