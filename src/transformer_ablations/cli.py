@@ -27,6 +27,7 @@ import copy
 import itertools
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +35,11 @@ from pathlib import Path
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
-from .config import ConfigError, RunConfig, flatten, validate
+from .config import ConfigError, RunConfig, check_config_shape, flatten, load_yaml, validate
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
+# (interrupted: 128 + the signal number, 130 for SIGINT, 143 for SIGTERM)
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
 EXTRA_BLOCKS = ("scales", "when")
 
@@ -70,6 +72,9 @@ def _one_line(err: Exception) -> str:
     m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
     if m:
         return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
+    m = re.search(r'Parser key "([^"]+)":\s*Unable to load config \'(.*?)\'', text)
+    if m:  # a block (`--model=5`) given a value
+        return f"{m.group(1)}={m.group(2)}: {m.group(1)} is a block of {m.group(1)}.* keys, not a value; set its keys, e.g. --{m.group(1)}.<key>=..."
     m = re.search(r"unrecognized arguments: (.*)", text)
     if m:
         opts = m.group(1).strip()
@@ -173,6 +178,8 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
     try:
         first = parser.parse_args(argv)
         scale_overlay, when_overlay = _overlay(first)
+        check_config_shape(scale_overlay, f"scales.{first.scale}")
+        check_config_shape(when_overlay, "when")
         if scale_overlay or when_overlay:
             configs, rest = _split_configs(argv)
             tail = ["--config", yaml.safe_dump(when_overlay)] if when_overlay else []
@@ -186,15 +193,23 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
 
 
 def _check_config_path(path: str) -> None:
-    if path.lstrip().startswith("{"):
-        return
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: file not found")
+    """A ``--config`` file (or inline ``{...}``) must be readable YAML without duplicate keys, a
+    mapping, with a mapping for every block: checked here, since jsonargparse resets a block given
+    as a scalar to its defaults and keeps the last of two equal keys."""
+    inline = path.lstrip().startswith("{")
+    where = f"--config {path}"
+    if not inline and not Path(path).is_file():
+        raise ConfigError(f"{where}: file not found")
     try:
-        yaml.safe_load(p.read_text())
+        text = path if inline else Path(path).read_text()
+        data = load_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+        raise ConfigError(f"{where}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    check_config_shape(data, where)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:  # noqa: F821
@@ -207,10 +222,23 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
         _run_parser(prog).print_help()
         return 0
     cfg = parse_run_config(argv, prog=prog)
+    from .training.interrupts import exit_code_of
     from .training.run import train
 
     result = train(cfg)
+    if result.get("status") == "interrupted":
+        step = result.get("step")
+        at = f" at step {result['interrupted_at_step']}" if result.get("interrupted_at_step") is not None else ""
+        kept = f" (last checkpoint: step {step})" if step else " (before its first checkpoint)"
+        print(f"ablate: interrupted by {result.get('signal', 'SIGINT')}{at}{kept}: {result['run_dir']}; "
+              f"resume with: {_resume_command(prog, argv)}", file=sys.stderr)
+        return exit_code_of(result.get("signal"))
     return EXIT_CODES.get(result.get("status"), 1)
+
+
+def _resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted command: the same one."""
+    return shlex.join([*prog.split(), *argv])
 
 
 def _small_parser(prog: str, description: str) -> ArgumentParser:
@@ -246,11 +274,28 @@ def _cmd_export(argv: list[str]) -> int:
     parser = _small_parser("ablate export", "Export a checkpoint to model.safetensors + config.json + tokenizer.model.")
     parser.add_argument("checkpoint", help="a .ckpt file or a run directory")
     parser.add_argument("out_dir")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace the files of a non-empty out_dir")
     args = _parse_small(parser, argv)
+    _check_export_dir(Path(args.out_dir), args.overwrite)
     from .training.checkpoints import export
 
     print(f"exported to {export(args.checkpoint, args.out_dir)}")
     return 0
+
+
+def _check_export_dir(out: Path, overwrite: bool) -> None:
+    """``export`` writes into an empty or new folder; a folder with files needs ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir={out} is a file, not a folder; choose a new or empty folder")
+    if out.is_dir() and not overwrite:
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as err:
+            raise ConfigError(f"out_dir={out}: cannot list it ({err.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(f"out_dir={out} is not empty ({len(held)} entries: {shown}); choose a new or empty "
+                              "folder, or pass --overwrite to replace its files")
 
 
 def _cmd_sweeps(name: str):
@@ -286,16 +331,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage:\n" + _usage())
         return 0
     command, rest = argv[0], argv[1:]
+    from .training.interrupts import RunInterrupted, interrupts_raise
+
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
     try:
-        return COMMANDS[command](rest)
+        with interrupts_raise():  # SIGTERM too: 143 and the resume line, never a silent exit
+            return COMMANDS[command](rest)
     except ConfigError as err:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except (KeyboardInterrupt, RunInterrupted) as err:  # outside a run's own handling (parsing, a sweep)
+        code = err.exit_code if isinstance(err, RunInterrupted) else 130
+        what = err.name if isinstance(err, RunInterrupted) else "SIGINT"
+        _fail(f"interrupted by {what}; resume with: {_resume_command('ablate', argv)}", code)
     except OSError as err:  # disk full, permissions, a vanished file: one line (the traceback with --debug)
         if debug:
             raise

@@ -17,6 +17,7 @@ exit code (0: every run finished or diverged; 1: some run failed).
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,9 +120,13 @@ def main(argv: Sequence[str]) -> int:
         if mode != "offline" else print("ablate sweep: --offline: local executor, runs log to wandb offline", flush=True)
     results = [executor.execute(plan) for plan in plans]
     failed = sum(r.count("failed") for r in results)
+    interrupted = sum(r.count("interrupted") for r in results)
     if failed:
         print(f"ablate sweep: {failed} run(s) failed; see their summary.json `error` and stdout.log", file=sys.stderr)
-    return 1 if failed else 0
+    if interrupted:
+        print(f"ablate sweep: {interrupted} run(s) interrupted; resume with: ablate {shlex.join(['sweep', *argv])}",
+              file=sys.stderr)
+    return 1 if failed or interrupted else 0
 
 
 def _login_note() -> str:
