@@ -10,9 +10,11 @@ cross-field checks (incompatible toggle pairs name both fields).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -339,10 +341,13 @@ def check_config_shape(data: Any, where: str) -> None:
         raise ConfigError(f"{where}: when must be a list of {{if: ..., set: ...}} mappings")
 
 
-def _check_blocks(data: dict, cls: type, prefix: str, where: str) -> None:
-    import typing
+@functools.cache
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
 
-    hints = typing.get_type_hints(cls)
+
+def _check_blocks(data: dict, cls: type, prefix: str, where: str) -> None:
+    hints = _hints(cls)
     for key, value in data.items():
         hint = hints.get(key)
         if hint is None or not dataclasses.is_dataclass(hint):

@@ -25,6 +25,7 @@ from pathlib import Path
 from jsonargparse import ArgumentError, ArgumentParser
 
 from ..config import ConfigError, toggle_values
+from ..training.interrupts import RunInterrupted
 
 SCALES = toggle_values()["scale"]
 
@@ -246,6 +247,6 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ablate: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted) as err:
         print("ablate: error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return err.exit_code if isinstance(err, RunInterrupted) else 130
