@@ -211,8 +211,6 @@ def _check_parameters(path: Path, params: Any) -> None:
             near = sorted(k for k in keys if k.rsplit(".", 1)[-1] == str(key).rsplit(".", 1)[-1])
             hint = f"; did you mean {', '.join(near)}?" if near else "; run `ablate fit --help` for the valid keys"
             raise ConfigError(f"{path}: unknown parameter {key}{hint}")
-        if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
-            raise ConfigError(f"{path}: parameter {key}: `values` must be a non-empty list")
         if key in vocab:
             if "values" in spec or "value" in spec:
                 values = spec["values"] if "values" in spec else [spec["value"]]

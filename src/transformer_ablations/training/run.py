@@ -189,8 +189,8 @@ def train(cfg: RunConfig) -> dict:
     with interrupts_raise():
         try:
             return _train_claimed(cfg, run_dir)
-        except RunInterrupted as err:  # before the record exists (or while it was being written)
-            return _interrupted_result(err, run_dir, read_summary(run_dir) or {})
+        except RunInterrupted as err:  # before training or around it (its record, if any, is marked)
+            return _record_interrupted(err, run_dir, None)
 
 
 def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
@@ -221,8 +221,9 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     summary = new_summary(cfg)
     summary["run_dir"] = str(run_dir)
     if previous:  # an interrupted run: keep its history, resume from the last checkpoint
-        summary["wall_time_s_before"] = previous.get("wall_time_s", 0.0)
+        summary["wall_time_s_before"] = previous.get("wall_time_s") or 0.0
         summary["resumed_from_step"] = previous.get("step") if last_ckpt.is_file() else 0  # RunRecord sets the exact step
+        summary["step"] = summary["resumed_from_step"]
     if _is_rank_zero():
         write_config(run_dir, resolved)
         write_summary(run_dir, summary)
@@ -244,9 +245,9 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
         if os.environ.get("ABLATE_DEBUG") == "1":
             traceback.print_exc()
         summary.update(status="failed", error=failure_message(err))
-    recorded = read_summary(run_dir) or {}
     if interrupted is not None:
-        return _record_interrupted(interrupted, run_dir, recorded, trainer)
+        return _record_interrupted(interrupted, run_dir, trainer)
+    recorded = read_summary(run_dir) or {}
     summary["metrics"] = {**recorded.get("metrics", {}), **logged_metrics(trainer)}
     if recorded.get("resumed_from_step") is not None:  # the step of the checkpoint actually loaded
         summary["resumed_from_step"] = recorded["resumed_from_step"]
@@ -268,18 +269,17 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     return summary
 
 
-def _record_interrupted(err: RunInterrupted, run_dir: Path, recorded: dict, trainer: L.Trainer) -> dict:
-    """The record keeps the last checkpointed step and metrics (what a resume starts from)."""
-    summary = {**recorded, "status": "interrupted", "signal": err.name, "interrupted_at_step": trainer.global_step,
-               "finished_at": None}
-    if trainer.is_global_zero:
-        write_summary(run_dir, summary)
-    return _interrupted_result(err, run_dir, summary)
-
-
-def _interrupted_result(err: RunInterrupted, run_dir: Path, summary: dict) -> dict:
-    return {**summary, "status": "interrupted", "signal": err.name, "run_dir": str(run_dir),
-            "metrics": summary.get("metrics", {})}
+def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer | None) -> dict:
+    """A `running` record becomes `interrupted`; it keeps the step and metrics of the last checkpoint
+    (where a resume starts). Before the record exists there is nothing to mark."""
+    recorded = read_summary(run_dir) or {}
+    summary = {**recorded, "status": "interrupted", "signal": err.name, "run_dir": str(run_dir),
+               "metrics": recorded.get("metrics", {})}
+    if recorded.get("status") == "running":
+        summary["interrupted_at_step"] = trainer.global_step if trainer is not None else recorded.get("step", 0)
+        if _is_rank_zero():
+            write_summary(run_dir, summary)
+    return summary
 
 
 def check_trainer_options(cfg: RunConfig) -> None:
