@@ -29,17 +29,29 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace, set_parsing_settings
 
 from . import resources
-from .config import CLASSIFICATION_TASKS, ConfigError, RunConfig, flatten, to_dict, validate
+from .config import (
+    CLASSIFICATION_TASKS,
+    ConfigError,
+    RunConfig,
+    check_config_shape,
+    flatten,
+    load_yaml,
+    to_dict,
+    validate,
+)
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
+# (interrupted: 128 + the signal number, 130 for SIGINT, 143 for SIGTERM)
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
 
 
@@ -74,6 +86,9 @@ def _one_line(err: Exception) -> str:
     m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
     if m:
         return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
+    m = re.search(r'Parser key "([^"]+)":\s*Unable to load config \'(.*?)\'', text)
+    if m:  # a block (`--model=5`) given a value
+        return f"{m.group(1)}={m.group(2)}: {m.group(1)} is a block of {m.group(1)}.* keys, not a value; set its keys, e.g. --{m.group(1)}.<key>=..."
     m = re.search(r"unrecognized arguments: (.*)", text)
     if m:
         opts = m.group(1).strip()
@@ -178,13 +193,19 @@ def _load_config(token: str) -> dict:
         if path is None or not path.is_file():
             names = ", ".join(resources.packaged_names("experiments"))
             raise ConfigError(f"--config {token}: file not found; give a path or a packaged experiment ({names})")
-        text, where = path.read_text(), f"--config {token}"
+        where = f"--config {token}"
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{where}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # refuses duplicate keys
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: an experiment file must be a mapping of config keys, got {type(data).__name__}")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    # jsonargparse resets a block given as a scalar to its defaults: every block must be a mapping
+    check_config_shape(data, where)
     return data
 
 
@@ -212,10 +233,13 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
     parser = _run_parser(prog)
     try:
         ns = parser.parse_args([*files, *rest])
+        check_config_shape(scales.get(ns.scale) or {}, f"scales.{ns.scale}")
         scale = _as_config(scales.get(ns.scale) or {})
         if scale:
             ns = parser.parse_args([*files, *scale, *rest])
-        tail = _as_config(_when_layer(ns, when))
+        when_layer = _when_layer(ns, when)
+        check_config_shape(when_layer, "when")
+        tail = _as_config(when_layer)
         if tail:
             ns = parser.parse_args([*files, *scale, *rest, *tail])
         cfg = _to_run_config(parser, ns)
@@ -257,10 +281,23 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
     if printing:  # the composed config, exactly what `train` receives (model.vocab_size: from the tokenizer)
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
+    from .training.interrupts import exit_code_of
     from .training.run import train
 
     result = train(cfg)
+    if result.get("status") == "interrupted":
+        step = result.get("step")
+        at = f" at step {result['interrupted_at_step']}" if result.get("interrupted_at_step") is not None else ""
+        kept = f" (last checkpoint: step {step})" if step else " (before its first checkpoint)"
+        print(f"ablate: interrupted by {result.get('signal', 'SIGINT')}{at}{kept}: {result['run_dir']}; "
+              f"resume with: {_resume_command(prog, argv)}", file=sys.stderr)
+        return exit_code_of(result.get("signal"))
     return EXIT_CODES.get(result.get("status"), 1)
+
+
+def _resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted command: the same one."""
+    return shlex.join([*prog.split(), *argv])
 
 
 def _small_parser(prog: str, description: str) -> ArgumentParser:
@@ -326,11 +363,28 @@ def _cmd_export(argv: list[str]) -> int:
     parser = _small_parser("ablate export", "Export a checkpoint to model.safetensors + config.json + tokenizer.model.")
     parser.add_argument("checkpoint", help="a .ckpt file or a run directory")
     parser.add_argument("out_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty out_dir")
     args = _parse_small(parser, argv)
+    _check_export_dir(Path(args.out_dir), args.overwrite)
     from .training.checkpoints import export
 
     print(f"exported to {export(args.checkpoint, args.out_dir)}")
     return 0
+
+
+def _check_export_dir(out: Path, overwrite: bool) -> None:
+    """``export`` writes into an empty or new folder; a folder with files needs ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir={out} is a file, not a folder; choose a new or empty folder")
+    if out.is_dir() and not overwrite:
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as err:
+            raise ConfigError(f"out_dir={out}: cannot list it ({err.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(f"out_dir={out} is not empty ({len(held)} entries: {shown}); choose a new or empty "
+                              "folder, or pass --overwrite to replace its files")
 
 
 def _cmd_sweeps(name: str):
@@ -367,16 +421,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage:\n" + _usage())
         return 0
     command, rest = argv[0], argv[1:]
+    from .training.interrupts import RunInterrupted, interrupts_raise
+
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
     try:
-        return COMMANDS[command](rest)
+        with interrupts_raise():  # SIGTERM too: 143 and the resume line, never a silent exit
+            return COMMANDS[command](rest)
     except ConfigError as err:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except (KeyboardInterrupt, RunInterrupted) as err:  # outside a run's own handling (parsing, a sweep)
+        code = err.exit_code if isinstance(err, RunInterrupted) else 130
+        what = err.name if isinstance(err, RunInterrupted) else "SIGINT"
+        _fail(f"interrupted by {what}; resume with: {_resume_command('ablate', argv)}", code)
     except OSError as err:  # disk full, permissions, a vanished file: one line (the traceback with --debug)
         if debug:
             raise

@@ -48,6 +48,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
+from ..training.interrupts import RunInterrupted, exit_code_of
 from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
 from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
 from .progress import SweepProgress
@@ -56,6 +57,7 @@ from .validate import (
     SweepSpec,
     _check_extra,
     dependency_order,
+    engine_runs,
     grid_points,
     load_sweep,
     parse_point,
@@ -186,11 +188,13 @@ _INTERRUPTED = False
 
 
 def _interrupt(signum, frame):  # pragma: no cover - child
-    """Ctrl-C / SIGTERM in a run: stop it like Ctrl-C, and remember that it was an interruption
-    (Lightning turns KeyboardInterrupt into SystemExit(1); the record must stay resumable)."""
+    """SIGINT / SIGTERM in a child outside ``train`` (which handles them itself): stop with
+    :class:`RunInterrupted`, once; the record stays resumable."""
     global _INTERRUPTED
+    if _INTERRUPTED:
+        return
     _INTERRUPTED = True
-    raise KeyboardInterrupt
+    raise RunInterrupted(signum)
 
 
 def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid):  # pragma: no cover - child
@@ -210,7 +214,12 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
     sys.argv = list(argv)  # what Lightning's DDP launcher re-executes for the other ranks
     code = 0
     try:
-        run_fn(cfg)
+        result = run_fn(cfg)
+        if isinstance(result, dict) and result.get("status") == "interrupted":  # train() recorded it
+            code = exit_code_of(result.get("signal"))
+            print(f"interrupted by {result.get('signal')}; the same `ablate sweep` resumes it", flush=True)
+    except RunInterrupted as err:
+        code = err.exit_code
     except KeyboardInterrupt:
         code = 130  # interrupted: the record stays `running` and resumes next time
     except SystemExit as err:
@@ -231,6 +240,16 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+INTERRUPT_EXITS = {130, 143, -int(signal.SIGINT), -int(signal.SIGTERM)}
+
+
+def _was_interrupted(summary: dict | None, exitcode: int | None) -> bool:
+    """A child that stopped for SIGINT / SIGTERM (its record says so, or its exit code does)."""
+    if summary is not None and summary.get("status") in TERMINAL:
+        return False
+    return (summary or {}).get("status") == "interrupted" or exitcode in INTERRUPT_EXITS
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -330,8 +349,7 @@ class Executor:
         out_dir = Path(o.runs_dir) / (o.suite or scale)
         if spec.method != "grid":
             probe = [{k: to_python(v["value"]) for k, v in s.config.items()}
-                     for s in sweeps_engine().next_runs(spec.engine_config(scale, o.extra), [], validate=True, n=2)
-                     if s is not None]
+                     for s in engine_runs(spec, spec.engine_config(scale, o.extra), [], 2) if s is not None]
             for params in probe:
                 parse_point(spec, params, str(out_dir))
             return SweepPlan(spec, scale, out_dir, [], [], needs=self._needs_of_params(spec, probe, out_dir))
@@ -469,7 +487,10 @@ class Executor:
         proc.join(timeout=5)
         wall = time.monotonic() - active.started
         summary = records.read_summary(point.run_dir)
-        if summary is None or summary.get("status") not in TERMINAL:
+        if _was_interrupted(summary, proc.exitcode):  # resumable: not failed, not done
+            summary = {**(summary or {}), "status": "interrupted",
+                       "error": f"interrupted ({describe_exit(proc.exitcode)}); the same `ablate sweep` resumes it"}
+        elif summary is None or summary.get("status") not in TERMINAL:
             summary = _mark_failed(
                 point.cfg, point.run_dir,
                 f"run process {describe_exit(proc.exitcode)} without writing a final summary", proc.exitcode,
@@ -571,7 +592,7 @@ class Executor:
                     if finished:
                         write_index(plan, suggested, self.options)
                 progress.refresh()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):
             self._stop_all(actives)
             raise
         finally:
@@ -591,7 +612,7 @@ class Executor:
         runs = [_sweep_run(spec, s) for s in known.values()]
         runs += [_sweep_run_from_params(a.point.params, "running") for a in actives.values()]
         for _ in range(100):  # a small space may only repeat runs that exist: stop then
-            suggestion = sweeps_engine().next_run(spec.engine_config(plan.scale, o.extra), runs, validate=True)
+            suggestion = next(iter(engine_runs(spec, spec.engine_config(plan.scale, o.extra), runs, 1)), None)
             if suggestion is None:
                 return None
             params = {k: to_python(v["value"]) for k, v in suggestion.config.items()}
@@ -613,7 +634,8 @@ def _records_in(sweep_dir: Path) -> dict:
     return out
 
 
-_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running"}
+_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running",
+          "interrupted": "running"}
 
 
 def _sweep_run(spec: SweepSpec, summary: dict):
@@ -634,7 +656,7 @@ def _install_sigterm():
     """SIGTERM (scheduler preemption) stops the executor like Ctrl-C: runs stay resumable."""
     try:
         def handler(signum, frame):
-            raise KeyboardInterrupt
+            raise RunInterrupted(signum)
 
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
-from ..config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, RunConfig, from_dict
+from ..config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, RunConfig, from_dict, length_buckets
 from ..model import build_task_model
 
 
@@ -26,11 +26,6 @@ def _classification_metrics(num_classes: int) -> MetricCollection:
             "mcc": MulticlassMatthewsCorrCoef(num_classes),
         }
     )
-
-
-def length_buckets(seq_len: int, n: int = 4) -> list[int]:
-    """Upper bounds of source-length buckets for exact match vs length (Q3)."""
-    return sorted({max(1, math.ceil(seq_len * (i + 1) / n)) for i in range(n)})
 
 
 class AblationModule(L.LightningModule):
