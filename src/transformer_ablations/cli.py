@@ -187,7 +187,7 @@ def _config_layers(configs: list[str]) -> tuple[list[dict], dict, list]:
 
 def _load_config(token: str) -> dict:
     if token.lstrip().startswith("{"):
-        text, where = token, "--config"
+        text, where = token, f"--config {token.strip()}"
     else:
         path = resources.find_file(token, "experiments")
         if path is None or not path.is_file():
