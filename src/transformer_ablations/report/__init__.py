@@ -1,11 +1,14 @@
-"""Run records + ``experiments/claims.yaml`` -> effects with 95% CIs, verdicts, figures, report.
+"""Run records + ``experiments/claims.yaml`` -> effects with intervals, tiered verdicts, figures, report.
 
-- :mod:`.collect`  read ``runs/<suite>/<sweep>/*/summary.json``, the attention-cost JSON, wandb sweeps
-- :mod:`.stats`    Student t, t-intervals, paired/Welch contrasts, verdict rules
-- :mod:`.claims`   load and validate the claims file
-- :mod:`.evaluate` claims × runs -> :class:`ClaimResult`
-- :mod:`.figures`  one figure per question (PNG)
-- :mod:`.render`   report.md, self-contained report.html, Rich console table
+- :mod:`.collect`    read ``runs/<suite>/<sweep>/*/summary.json``, the attention-cost JSON, wandb sweeps
+- :mod:`.stats`      scipy.stats t-intervals, paired/Welch contrasts, slopes, p-values (t, TOST), power
+- :mod:`.examples`   validation-sampling variance: paired bootstrap over per-example outcomes
+- :mod:`.verdicts`   tiers, Holm / Benjamini-Hochberg, the verdict vocabulary, false-support rate
+- :mod:`.claims`     load and validate the claims file
+- :mod:`.evaluate`   claims × runs -> :class:`ClaimResult` (:mod:`.cost` for the attention benchmark)
+- :mod:`.results`    claim results, preliminary verdicts, the per-tier adjustment
+- :mod:`.figures`    one figure per question (PNG); :mod:`.forest` the forest plot
+- :mod:`.render`     the document (:mod:`.document` blocks, :mod:`.tables`) and the Rich console table
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from .collect import (
     group_runs,
     sweep_file,
 )
+from .document import to_html, to_markdown
 from .evaluate import ClaimResult, evaluate_claims
 from .figures import QUESTION_SWEEPS, make_figures
-from .render import build_document, print_verdicts, to_html, to_markdown
-from .stats import Estimate, contrast_ci, difference_ci, mean_ci, t_quantile, verdict
+from .formatting import effect_label, format_effect
+from .render import build_document, print_verdicts
+from .stats import Estimate, contrast_ci, difference_ci, mean_ci
+from .verdicts import TIERS, VERDICTS, benjamini_hochberg, holm
 
 __all__ = [
     "Claim",
@@ -46,12 +52,12 @@ __all__ = [
     "contrast_ci",
     "difference_ci",
     "evaluate_claims",
+    "benjamini_hochberg",
     "group_runs",
+    "holm",
     "load_claims",
     "log_report_to_wandb",
     "mean_ci",
-    "t_quantile",
-    "verdict",
 ]
 
 REPORT_MD, REPORT_HTML, VERDICTS_JSON, FIGURES_DIR = "report.md", "report.html", "verdicts.json", "figures"
@@ -101,12 +107,13 @@ def build_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = make_figures(coll, grids, report_dir / FIGURES_DIR)
     results = evaluate_claims(claims, coll)
-    blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir)
+    blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir, report_dir)
     title = f"Transformer ablations — {suite}"
     # atomically (temp + rename): a crash mid-write keeps the previous report whole
     atomic_write_text(report_dir / REPORT_MD, to_markdown(blocks, report_dir))
     atomic_write_text(report_dir / REPORT_HTML, to_html(blocks, title))
-    atomic_write_text(report_dir / VERDICTS_JSON, json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+    verdicts = [r.as_dict(effect_label(r.claim), format_effect(r.claim, r.shown)) for r in results]
+    atomic_write_text(report_dir / VERDICTS_JSON, json.dumps(verdicts, indent=2, ensure_ascii=False))
     if console:
         print_verdicts(results, None if console is True else console, title=f"Verdicts ({suite})")
     return report_dir / REPORT_MD
@@ -149,11 +156,11 @@ def log_report_to_wandb(
     run = wandb.init(project=project, entity=entity, job_type="report", name=f"report-{suite}",
                      config={"suite": suite}, reinit="finish_previous")
     try:
-        cols = ["id", "question", "claim", "effect_text", "n", "verdict", "literature"]
+        cols = ["id", "question", "tier", "claim", "effect_text", "n", "p", "p_adjusted", "verdict", "literature"]
         table = wandb.Table(columns=cols)
         for v in verdicts:
-            table.add_data(v["id"], v["question"], v["claim"], v["effect_text"], v["n"], v["verdict"],
-                           f"{v['literature']['direction']} — {v['literature']['anchor']}")
+            table.add_data(v["id"], v["question"], v["tier"], v["claim"], v["effect_text"], v["n"], v["p"],
+                           v["p_adjusted"], v["verdict"], f"{v['literature']['direction']} — {v['literature']['anchor']}")
         logged: dict[str, Any] = {"verdicts": table}
         for png in sorted((report_dir / FIGURES_DIR).glob("*.png")):
             logged[f"figures/{png.stem}"] = wandb.Image(str(png))
@@ -161,8 +168,10 @@ def log_report_to_wandb(
         if html_path.is_file():
             logged["report"] = wandb.Html(html_path.read_text(), inject=False)
         run.log(logged)
-        for key in ("supported", "contradicted", "not resolved"):
-            run.summary[f"claims/{key.replace(' ', '_')}"] = sum(v["verdict"] == key for v in verdicts)
+        for tier in TIERS:
+            for key in VERDICTS:
+                name = key.replace(" — ", "_").replace(" ", "_")
+                run.summary[f"claims/{tier}/{name}"] = sum(v["verdict"] == key and v["tier"] == tier for v in verdicts)
         return run.url
     finally:
         run.finish()

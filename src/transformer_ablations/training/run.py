@@ -44,6 +44,7 @@ from .checkpoints import (
     read_checkpoint,
     resolve_pretrained,
 )
+from .eval_records import ExampleRecorder
 from .module import AblationModule
 from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
 from .tracking import ResumableCSVLogger, make_wandb_logger
@@ -285,6 +286,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         Throughput(t.log_every, t.peak_tflops),
         record,
         checkpoint,
+        ExampleRecorder(run_dir),
     ]
     interactive = sys.stderr.isatty() and os.environ.get("CI") is None
     if interactive:
