@@ -41,18 +41,20 @@ from .stats import Estimate, contrast_ci, difference_ci, mean_ci
 from .verdicts import TIERS, VERDICTS, benjamini_hochberg, holm
 
 __all__ = [
+    "TIERS",
+    "VERDICTS",
     "Claim",
     "ClaimResult",
     "Estimate",
     "RunCollection",
     "RunRecord",
+    "benjamini_hochberg",
     "build_report",
     "collect_runs",
     "collect_wandb",
     "contrast_ci",
     "difference_ci",
     "evaluate_claims",
-    "benjamini_hochberg",
     "group_runs",
     "holm",
     "load_claims",

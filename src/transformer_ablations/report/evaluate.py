@@ -26,6 +26,7 @@ from .examples import example_variance
 from .formatting import margin_of, show_of
 from .results import ClaimResult, GroupSummary, contrast_bounds, finalize, metric_bounds, preliminary
 from .stats import Estimate, contrast_ci, mean_ci
+from .verdicts import NOT_RUN
 
 __all__ = ["ClaimResult", "GroupSummary", "cell_estimate", "evaluate_claim", "evaluate_claims", "seed_values"]
 

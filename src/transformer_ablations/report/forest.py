@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .formatting import margin_of
 from .results import ClaimResult
-from .verdicts import COUNTED_TIERS, CONTRADICTED, SUPPORTED, TEST_KIND
+from .verdicts import CONTRADICTED, COUNTED_TIERS, SUPPORTED, TEST_KIND
 
 COLOURS = {SUPPORTED: "tab:green", CONTRADICTED: "tab:red"}
 

@@ -9,8 +9,9 @@ one-sample t); otherwise the groups are independent (Welch-Satterthwaite degrees
 Validation sampling: the validation set is the same in every seed and arm, so the spread over
 seeds covers training noise only. When per-example outcomes exist, :mod:`.examples` adds the
 variance of the contrast over a paired bootstrap of validation examples (``var_examples``); the
-standard error is ``sqrt(s²/n + var_examples)`` and the degrees of freedom follow
-Welch-Satterthwaite with the bootstrap term counted as known (infinite df).
+standard error is ``sqrt(s²/n + var_examples)`` and the degrees of freedom stay those of the
+seeds (conservative: Satterthwaite with a known bootstrap term would raise them, and the interval
+could come out narrower than the seed-only one).
 
 A contrast whose per-seed values do not vary at all is **deterministic**: it gets no interval
 and no p-value (it is reported as a measured value, never as evidence).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats as st
@@ -82,8 +84,14 @@ class Estimate:
         return replace(self, lo=lo, hi=hi, confidence=confidence, clipped=clipped)
 
 
+@lru_cache(maxsize=8192)
+def t_ppf(q: float, df: float) -> float:
+    """``scipy.stats.t.ppf``, cached (the same few levels and df recur for every claim)."""
+    return float(st.t.ppf(q, df))
+
+
 def _interval(mean: float, se: float, df: float, confidence: float, bounds: Bounds) -> tuple[float, float, bool]:
-    half = float(st.t.ppf(0.5 + confidence / 2.0, df)) * se
+    half = t_ppf(0.5 + confidence / 2.0, df) * se
     lo, hi = mean - half, mean + half
     if bounds is None:
         return lo, hi, False
@@ -104,7 +112,7 @@ def _combined(mean: float, sd: float, n: int, df_seed: float, method: str, ns: t
               var_examples: float, confidence: float, bounds: Bounds) -> Estimate:
     """t-interval from the seed standard error plus the (known) validation-sampling variance."""
     se = math.sqrt(se_seed**2 + var_examples)
-    df = df_seed if var_examples == 0 else se**4 / (se_seed**4 / df_seed) if se_seed > 0 else math.inf
+    df = df_seed  # conservative: the seeds' df, so adding the example variance never narrows the interval
     lo, hi, clipped = _interval(mean, se, df, confidence, bounds)
     note = "interval clipped to the metric's bounds" if clipped else ""
     return Estimate(mean, lo, hi, n, df, method, ns, note, confidence, se, sd, var_examples, False, clipped)
@@ -233,7 +241,7 @@ def decision_p(p_claim: float, p_opposite: float) -> float:
 
 # --- power -----------------------------------------------------------------------------------
 def _z(alpha: float, df: float) -> float:
-    return float(st.t.ppf(1.0 - alpha / 2.0, df) + st.t.ppf(POWER, df))
+    return t_ppf(1.0 - alpha / 2.0, df) + t_ppf(POWER, df)
 
 
 def min_detectable_effect(est: Estimate, alpha: float) -> float:
@@ -250,8 +258,11 @@ def seeds_needed(est: Estimate, alpha: float, target: float) -> int | None:
     if not est.testable or not math.isfinite(target) or target <= 0:
         return None
     sd = est.sd if math.isfinite(est.sd) else est.se * math.sqrt(max(est.n, 1))
-    for n in range(2, MAX_SEEDS + 1):
-        se = math.sqrt(sd * sd / n + est.var_examples)
-        if _z(alpha, n - 1) * se <= target:
-            return n
-    return None
+    resolves = lambda n: _z(alpha, n - 1) * math.sqrt(sd * sd / n + est.var_examples) <= target
+    if not resolves(MAX_SEEDS):
+        return None
+    lo, hi = 1, MAX_SEEDS  # resolves(hi) holds, and the criterion only gets easier with n: bisect
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if resolves(mid) else (mid, hi)
+    return max(hi, 2)

@@ -14,7 +14,6 @@ from .verdicts import (
     CONTRADICTED,
     COUNTED_TIERS,
     NOT_RUN,
-    SUPPORTED,
     TIERS,
     VERDICTS,
     false_support_rate,
@@ -71,8 +70,9 @@ def control_rate(results: Sequence[ClaimResult]) -> tuple[str, tuple]:
     k, n, rate, lo, hi = false_support_rate(tested)
     untested = len(controls) - len(tested)
     if n == 0:
-        return (f"No control could be tested ({len(controls)} controls, none with an interval): "
-                "no false-support rate at this budget.", (k, n, rate, lo, hi))
+        text = (f"No control could be tested ({len(controls)} controls, none with an interval): "
+                "no false-support rate at this budget.")
+        return text, (k, n, rate, lo, hi)
     wrong_way = sum(v == CONTRADICTED for v in tested)
     text = (f"**False-support rate: {k}/{n} = {rate:.0%}** (exact binomial 95% CI [{lo:.0%}, {hi:.0%}]; goal ≤ 5%) "
             f"over the {n} controls with an interval"
