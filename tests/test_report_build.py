@@ -259,8 +259,8 @@ def test_verdicts_json_has_the_fields(built):
         assert fields <= set(v), v["id"]
         assert v["verdict"] in VERDICTS and v["tier"] in TIERS and isinstance(v["deterministic"], bool)
         if v["deterministic"]:
-            assert v["ci_low"] is None and v["p"] is None and v["verdict"] in ("deterministic", "not resolved — "
-                                                                               "cannot discriminate")
+            assert v["ci_low"] is None and v["p"] is None
+            assert v["verdict"] in ("deterministic", "not resolved — cannot discriminate")
         if v["p"] is not None and v["tier"] in ("primary", "secondary"):
             assert v["p_adjusted"] >= v["p"] - 1e-12
         if v["metric"].endswith("acc") and v["ci_low"] is not None:

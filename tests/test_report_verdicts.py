@@ -141,7 +141,7 @@ def test_seeded_null_simulation_false_support_rate_is_at_most_5_percent():
         for r in evaluate_claims(claims, RunCollection(Path("."), _null_dataset(rng, k))):
             verdicts[r.claim.id].append(r.verdict)
     for cid, vs in verdicts.items():
-        found, tested, rate, lo, hi = false_support_rate(vs)
+        _, tested, rate, _, _ = false_support_rate(vs)
         assert tested == n and rate <= 0.05, (cid, rate)
         assert 0.005 < rate, (cid, rate)  # not vacuous: the machinery does call some nulls supported
         either = sum(v in (SUPPORTED, CONTRADICTED) for v in vs) / n  # two-sided: both kinds of false finding
