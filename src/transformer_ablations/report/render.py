@@ -321,22 +321,23 @@ def print_verdicts(results: Sequence[ClaimResult], console: Any = None, title: s
     """A Rich table of claim verdicts on the console, by tier."""
     from rich.console import Console
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     console = console or Console()
     style = {SUPPORTED: "green", CONTRADICTED: "red", UNDERPOWERED: "yellow", CANNOT_DISCRIMINATE: "yellow",
              DETERMINISTIC: "blue"}
     t = RichTable(title=title, show_lines=False)
-    t.add_column("tier", no_wrap=True)
-    t.add_column("claim", overflow="fold", ratio=1)
-    t.add_column("effect [adjusted CI]", no_wrap=True, min_width=24)
-    t.add_column("n", justify="right", no_wrap=True, min_width=2)
-    t.add_column("p adj", justify="right", no_wrap=True)
-    t.add_column("verdict", no_wrap=True, min_width=12)
+    t.add_column("tier", no_wrap=True, min_width=9)
+    t.add_column("claim", overflow="fold", ratio=1, min_width=24)
+    t.add_column("effect [adjusted CI]", overflow="fold", min_width=16)
+    t.add_column("n", justify="right", no_wrap=True, min_width=3)
+    t.add_column("p adj", justify="right", no_wrap=True, min_width=8)
+    t.add_column("verdict", overflow="fold", min_width=14)
     for tier in TIERS:
         for r in (r for r in results if r.claim.tier == tier):
             padj = "—" if r.p_adjusted is None else f"{r.p_adjusted:.3g}"
             t.add_row(tier, r.claim.id, format_effect(r.claim, r.shown, compact=True), n_text(r), padj,
-                      f"[{style.get(r.verdict, '')}]{r.verdict}[/]")
+                      Text(r.verdict or "", style=style.get(r.verdict, "")))
     console.print(t)
     counts = verdict_counts(results)
     for tier in TIERS:
