@@ -8,6 +8,12 @@ layer is the model's own :class:`~transformer_ablations.model.attention.SelfAtte
 projection, attention, output projection), bidirectional, no padding, fp32, ``n_heads`` heads of
 ``d_k``, input [batch, T, n_heads * d_k] that requires grad (as inside a network).
 
+``--device cuda`` runs it on a GPU (the default when one exists); ``--compile`` wraps each layer in
+``torch.compile`` (inductor; ``--compile aot_eager`` for a quick check without code generation), one
+graph per kind and T (``dynamic=False``), compiled in an extra untimed warm-up step. The additive
+kernel's chunk loop is ``torch.compiler.disable``-d (it always runs eager, inside the compiled layer);
+its projections, softmax and the layer's linear maps are compiled like dot-product's.
+
 - ``time_ms``: wall time of one step, a median-free raw figure per ``repeat`` (the report aggregates
   repeats). Implementations alternate within each repeat (who goes first rotates) so load from other
   processes hits all of them alike; fast steps are repeated until a timed block lasts ``min_time_s``
@@ -69,8 +75,10 @@ def layer_step(
     device: torch.device | str = "cpu",
     causal: bool = False,
     seed: int = 0,
+    compile: str | Callable | None = None,
 ) -> Callable[[], None]:
-    """A zero-argument function running one forward + backward of one self-attention layer."""
+    """A zero-argument function running one forward + backward of one self-attention layer
+    (``compile``: a ``torch.compile`` backend, e.g. ``inductor``; None: eager)."""
     device = torch.device(device)
     score_kind, impl = KINDS[kind]
     cfg = ModelConfig(
@@ -85,12 +93,13 @@ def layer_step(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     layer = SelfAttention(cfg).to(device).train()
+    forward = layer if compile is None else torch.compile(layer, backend=compile, dynamic=False)
     x = torch.randn(batch, t, cfg.d_model, generator=gen).to(device).requires_grad_()
     grad_out = torch.randn(batch, t, cfg.d_model, generator=gen).to(device)
     ctx = AttentionContext.build(None, None, None, t, device, causal=causal)
 
     def step() -> None:
-        y, _ = layer(x, ctx)
+        y, _ = forward(x, ctx)
         y.backward(grad_out)
         x.grad = None
         for p in layer.parameters():
@@ -152,6 +161,26 @@ def _cpu_peak_memory_mb(step: Callable[[], None]) -> float:
     return (max(e["args"]["Total Allocated"] for e in memory) - before) / 2**20
 
 
+def _allow_recompiles(n: int) -> None:
+    """One graph per layer (kind x T) of the same ``forward``: more than dynamo's default limit of 8
+    per code object, past which it would quietly run the rest eager."""
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, name, max(getattr(cfg, name), n))
+
+
+def _warm_up(step: Callable[[], None], sync: Callable[[], None], min_time_s: float, compiled: bool) -> int:
+    """Run ``step`` untimed (allocator, kernels, caches; a compiled one first compiles) -> how many calls
+    make a timed block of at least ``min_time_s``."""
+    if compiled:
+        step()  # compiles; the next call sizes the timed blocks
+    sync()
+    t0 = time.perf_counter()
+    step()
+    sync()
+    return max(1, min(1000, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6))))
+
+
 def measure(
     kinds: Sequence[str] = DEFAULT_KINDS,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
@@ -163,23 +192,22 @@ def measure(
     causal: bool = False,
     min_time_s: float = 0.05,
     progress: Callable[[str], None] | None = None,
+    compile: str | Callable | None = None,
 ) -> list[dict]:
     """-> rows ``{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"}``, one per kind x T x repeat."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown attention kind {kind!r}; valid: {', '.join(KINDS)}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if compile is not None:
+        _allow_recompiles(4 * len(kinds) * len(lengths))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     rows: list[dict] = []
     for t in lengths:
-        steps = {k: layer_step(k, t, d_k, n_heads, batch, device, causal) for k in kinds}
+        steps = {k: layer_step(k, t, d_k, n_heads, batch, device, causal, compile=compile) for k in kinds}
         calls, memory = {}, {}
         for kind, step in steps.items():
-            t0 = time.perf_counter()
-            step()  # warm-up (allocator, kernels, caches), also sizes the timed blocks
-            sync()
-            once = time.perf_counter() - t0
-            calls[kind] = max(1, min(1000, math.ceil(min_time_s / max(once, 1e-6))))
+            calls[kind] = _warm_up(step, sync, min_time_s, compiled=compile is not None)
             memory[kind] = peak_memory_mb(step, device)
         per_kind: dict[str, list[float]] = {k: [] for k in kinds}
         for r in range(repeats):
@@ -314,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--causal", action="store_true", help="causal self-attention instead of bidirectional")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile each layer (default backend inductor; aot_eager: no code generation)")
     p.add_argument("--min-time-s", type=float, default=0.05, help="shortest timed block (fast steps repeat)")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -326,10 +356,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     say = None if args.quiet else (lambda line: print(line, flush=True))
     rows = measure(
         args.kinds, args.lengths, args.d_k, args.n_heads, args.batch, args.repeats, device,
-        args.causal, args.min_time_s, progress=say,
+        args.causal, args.min_time_s, progress=say, compile=args.compile,
     )  # fmt: skip
     meta = {
         "what": "one self-attention layer (QKV projection, attention, output projection), forward + backward, fp32",
+        "compile": args.compile,
         "n_heads": args.n_heads,
         "batch": args.batch,
         "causal": args.causal,
@@ -348,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if not args.no_figure:
         title = (
             f"one attention layer fwd+bwd, d_k={args.d_k}, {args.n_heads} heads, batch {args.batch}, "
-            f"{meta['device']}, torch {torch.__version__}"
+            f"{meta['device']}, torch {torch.__version__}" + (f", compiled ({args.compile})" if args.compile else "")
         )
         png = figure(rows, args.figure or args.out.with_suffix(".png"), title)
         if not args.quiet:
