@@ -265,8 +265,9 @@ def build_document(
     for q, (title, text) in QUESTIONS.items():
         blocks.append(Heading(2, title, anchor=q))
         blocks.append(Para(f"Claim under test: {text}"))
+        seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
         for f in figures.get(q, []):
-            blocks.append(Image(f.path, f.title, list(f.notes)))
+            blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
         if q == "q1":
             blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
             t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
@@ -300,6 +301,17 @@ def build_document(
     cost_needed = any(r.claim.source == "attention_cost" for r in results)
     blocks.extend(missing_blocks(coll, grids, expected, sweeps, sweeps_dir, cost_needed))
     return blocks
+
+
+def _figure_caption(name: str, n_seeds: int) -> str:
+    if name == "q4_cost":
+        return ("Points: mean over the benchmark's repeats per T; bars: 95% t-interval over the repeats (repeats "
+                "are not independent replicates; peak memory is deterministic). No multiplicity adjustment.")
+    if name == "q5_table":
+        return f"Cells: mean ± 95% t-interval half-width over seeds (n = {n_seeds} seeds), unadjusted."
+    return (f"n = {n_seeds} seeds per cell (fewer where runs are missing: see the notes); bars: 95% t-intervals over "
+            "seeds, unadjusted for multiplicity, clipped to a bounded metric's range; no bar for one seed or zero "
+            "variance.")
 
 
 HOW_TO_READ = (
