@@ -223,3 +223,26 @@ def _claim(cid: str, **kw) -> Claim:
             "tier": "secondary"}
     base.update(kw)
     return Claim(**base)
+
+
+def test_attention_cost_is_analysed_per_length_and_identical_repeats_are_deterministic():
+    rows = []
+    for T in (64, 128, 256, 512):
+        for rep in range(3):
+            jitter = 1 + 0.01 * rep * (T % 3)
+            rows += [{"kind": "dot_sdpa", "T": T, "d_k": 64, "repeat": rep, "time_ms": 0.01 * T * jitter,
+                      "peak_mem_mb": 0.001 * T},
+                     {"kind": "additive", "T": T, "d_k": 64, "repeat": rep, "time_ms": 0.0004 * T * T / jitter,
+                      "peak_mem_mb": 0.001 * T * T}]
+    coll = RunCollection(Path("."), attention_cost=rows)
+    kw = {"source": "attention_cost", "sweep": None, "higher_is_better": False, "scale": "log",
+          "a": {"kind": "dot_sdpa"}, "b": {"kind": "additive"}}
+    time_c = _claim("t", metric="time_ms", **kw)
+    mem_c = _claim("m", metric="peak_mem_mb", **kw)
+    slope_c = _claim("s", metric="time_ms", expect="gap_grows", along={"key": "T"}, **kw)
+    time_r, mem_r, slope_r = evaluate_claims([time_c, mem_c, slope_c], coll)
+    assert time_r.estimate.n == 4 and time_r.estimate.df == 3  # distinct lengths, not 12 rows
+    assert mem_r.verdict == "deterministic" and mem_r.holds and mem_r.estimate.mean == pytest.approx(
+        np.mean([math.log(T) for T in (64, 128, 256, 512)]))
+    assert any("identical repeats" in d for d in mem_r.details)
+    assert slope_r.estimate.n == 4 and slope_r.estimate.mean == pytest.approx(math.log(2), rel=0.05)

@@ -45,7 +45,9 @@ def _row(ax, r: ClaimResult) -> None:
         ax.axvspan(0.0, hi + pad, color="tab:green", alpha=0.06, linewidth=0)
     colour = COLOURS.get(r.verdict or "", "0.35")
     if est is None or not math.isfinite(est.mean):
-        ax.text(0.5, 0.0, r.verdict or "", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
+        ax.text(0.5, 0.5, f"{r.verdict}: {r.reason}"[:110], transform=ax.transAxes, ha="center", va="center",
+                fontsize=6.5, color="0.4")
+        ax.set_xticks([])
     elif shown is not None and shown.has_interval:
         ax.errorbar([est.mean], [0], xerr=[[est.mean - shown.lo], [shown.hi - est.mean]], fmt="o", color=colour,
                     capsize=3, markersize=4)
