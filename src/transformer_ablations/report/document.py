@@ -68,7 +68,7 @@ def to_markdown(blocks: Sequence[Block], base_dir: Path) -> str:
             out.append("")
         elif isinstance(b, Image):
             rel = b.path.relative_to(base_dir) if b.path.is_relative_to(base_dir) else b.path
-            out.append(f"![{b.caption}]({rel.as_posix()})\n")
+            out.append(f"![{b.path.stem}]({rel.as_posix()})\n")
             out.append(f"*{b.caption}*\n")
             for n in b.notes:
                 out.append(f"> Note: {n}\n")
