@@ -18,7 +18,7 @@ SWEEP    ?=
 export OMP_NUM_THREADS ?= 1
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test quick train finetune sweep agents slurm sync report bench lint clean
+.PHONY: help install test quick train finetune sweep agents slurm sync views report bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ slurm: $(STAMP)  ## SLURM array of agents: make slurm SWEEP=entity/project/id TA
 
 sync: $(STAMP)  ## upload offline wandb runs
 	$(BIN)/ablate sync
+
+views: $(STAMP)  ## saved wandb views (a report) for a question, logged in: make views Q=q1|all [SCALE=quick]
+	$(BIN)/ablate views $(Q) --scale $(SCALE)
 
 report: $(STAMP)  ## rebuild reports/$(SCALE)/ from runs/$(SCALE)/
 	$(BIN)/ablate report --suite $(SCALE)

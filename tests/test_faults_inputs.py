@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -35,9 +36,9 @@ def env_for(tmp: Path) -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="disabled", WANDB_SILENT="true",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp / "hf_home"),
-               CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-    env.pop("ABLATE_DEBUG", None)
-    env.pop("ABLATE_RUN_LOCK_HELD", None)
+               CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore", NETRC=str(tmp / "no-netrc"))
+    for var in ("ABLATE_DEBUG", "ABLATE_RUN_LOCK_HELD", "WANDB_API_KEY"):  # no wandb login in these tests
+        env.pop(var, None)
     return env
 
 
@@ -125,7 +126,39 @@ def world(tmp_path_factory) -> Path:
     (base / "experiment_unknown_key.yaml").write_text("model:\n  colour: red\n")
     (base / "experiment_wrong_type.yaml").write_text("model:\n  d_model: sixty-four\n")
     (base / "blocker").write_text("a file where a directory should be\n")
+    _round_two_files(base, q1)
     return base
+
+
+def _round_two_files(base: Path, q1: str) -> None:
+    """Issue 13: config files of the wrong shape, NaN/inf numbers, sweep method/metric mistakes."""
+    files = {
+        "nan_lr.yaml": "train:\n  lr: .nan\n",
+        "inf_weight_decay.yaml": "train:\n  weight_decay: .inf\n",
+        "nan_dropout.yaml": "model:\n  dropout: .nan\n",
+        "block_scalar.yaml": "model: 5\n",
+        "block_null.yaml": "train: null\n",
+        "nested_block_scalar.yaml": "model:\n  attention: dot\n",
+        "list.yaml": "- model\n- train\n",
+        "scalar.yaml": "just a sentence\n",
+        "empty.yaml": "",
+        "duplicate_top.yaml": "seed: 1\nseed: 2\n",
+        "duplicate_nested.yaml": "model:\n  d_model: 32\n  n_layers: 1\n  d_model: 64\n",
+        "scale_block_scalar.yaml": "scales:\n  smoke: 5\n",
+    }
+    for name, text in files.items():
+        (base / name).write_text(text)
+    sweeps = base / "sweeps"
+    no_metric = q1.replace("metric:\n  name: val/acc\n  goal: maximize\n", "")
+    assert no_metric != q1
+    (sweeps / "bayes_no_metric.yaml").write_text(no_metric.replace("method: grid", "method: bayes"))
+    (sweeps / "grid_range.yaml").write_text(q1 + "  train.lr:\n    min: 0.0001\n    max: 0.01\n")
+    (sweeps / "empty_values.yaml").write_text(q1.replace("values: [16, 256]", "values: []"))
+    (sweeps / "duplicate_key.yaml").write_text(q1.replace("method: grid\n", "method: grid\nmethod: random\n"))
+    (sweeps / "bayes_unlogged_metric.yaml").write_text(
+        q1.replace("method: grid", "method: bayes").replace("name: val/acc", "name: val/bleu"))
+    (base / "export_here").mkdir()
+    (base / "export_here" / "notes.txt").write_text("my notes, not to be overwritten\n")
 
 
 # --- the cases --------------------------------------------------------------------------------
@@ -244,7 +277,81 @@ OUTPUT_CASES = [
      "data.cache_dir=/proc/ablate-cache: cannot create directories under /proc"),
 ]
 
-ALL_CASES = CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SWEEP_CASES + REPORT_CASES + OUTPUT_CASES
+# --- issue 13: options only Lightning or a library checked, config shape, paths, sweep methods ---------
+TRAINER_CASES = [  # class 3: strings checked against what Lightning accepts on this machine
+    ("precision-unknown", [*Q1, "--train.precision=fp8"], 2, "train.precision=fp8: Precision 'fp8' is invalid"),
+    ("precision-swapped-on-cpu", [*Q1, "--train.accelerator=cpu", "--train.precision=16-mixed"], 2,
+     "train.precision=16-mixed: You passed `Trainer(accelerator='cpu', precision='16-mixed')`"),
+    ("accelerator-unknown", [*Q1, "--train.accelerator=banana"], 2,
+     "train.accelerator=banana: You selected an invalid accelerator name"),
+    ("accelerator-absent", [*Q1, "--train.accelerator=cuda"], 2, "train.accelerator=cuda"),
+    ("devices-zero", [*Q1, "--train.accelerator=cpu", "--train.devices=0"], 2, "train.devices=0:"),
+    ("devices-garbage", [*Q1, "--train.devices=abc"], 2, "train.devices=abc:"),
+    ("strategy-unknown", [*Q1, "--train.strategy=foo"], 2, "train.strategy=foo: You selected an invalid strategy name"),
+]
+NUMBER_CASES = [  # class 3: finite and in range; the monitor key is one the task logs
+    ("monitor-not-logged", [*Q1, "--train.monitor=val/bleu"], 2,
+     "train.monitor=val/bleu is not logged by data.task=corpus (objective=mlm); valid: val/loss, val/acc, val/ppl"),
+    ("monitor-of-another-task", [*Q1, "--train.monitor=val/exact_match"], 2, "train.monitor=val/exact_match is not logged"),
+    ("nan-from-yaml", [*Q1, "--config", "nan_lr.yaml"], 2, "train.lr=nan must be a finite number"),
+    ("inf-from-yaml", [*Q1, "--config", "inf_weight_decay.yaml"], 2, "train.weight_decay=inf must be a finite number"),
+    ("nan-dropout-from-yaml", [*Q1, "--config", "nan_dropout.yaml"], 2, "model.dropout=nan must be a finite number"),
+    ("negative-workers", [*Q1, "--data.num_workers=-1"], 2, "data.num_workers=-1 must be >= 0"),
+    ("negative-weight-decay", [*Q1, "--train.weight_decay=-0.1"], 2, "train.weight_decay=-0.1 must be >= 0"),
+    ("negative-grad-clip", [*Q1, "--train.grad_clip=-1"], 2, "train.grad_clip=-1.0 must be >= 0"),
+    ("seed-negative", [*Q1, "--seed=-1"], 2, "seed=-1 is outside the seeding range [0, 4294967295]"),
+    ("seed-too-large", [*Q1, "--seed=4294967296"], 2, "seed=4294967296 is outside the seeding range"),
+    ("peak-tflops-zero", [*Q1, "--train.peak_tflops=0"], 2, "train.peak_tflops=0.0 must be > 0"),
+]
+WANDB_CASES = [  # class 4 (the env of these cases has no wandb key; see test_wandb_online_without_login)
+    ("wandb-online-without-login", [*Q1[:-2], "--train.wandb=online", "--train.out_dir=runs", "--data.cache_dir=cache"],
+     2, "train.wandb=online needs a wandb login"),
+]
+SHAPE_CASES = [  # class 5
+    ("block-given-a-scalar", [*Q1, "--config", "block_scalar.yaml"], 2,
+     "--config block_scalar.yaml: model is a block of model.* keys and must be a mapping, got 5"),
+    ("block-given-null", [*Q1, "--config", "block_null.yaml"], 2, "--config block_null.yaml: train is a block"),
+    ("nested-block-given-a-scalar", [*Q1, "--config", "nested_block_scalar.yaml"], 2,
+     "model.attention is a block of model.attention.* keys and must be a mapping, got 'dot'"),
+    ("block-flag-given-a-value", [*Q1, "--model=5"], 2, "model=5: model is a block of model.* keys, not a value"),
+    ("inline-block-scalar", [*Q1, "--config", "{train: 3}"], 2, "--config {train: 3}: train is a block"),
+    ("scale-block-scalar", [*Q1, "--config", "scale_block_scalar.yaml"], 2,
+     "--config scale_block_scalar.yaml: scales must map a scale"),
+    ("yaml-is-a-list", [*Q1, "--config", "list.yaml"], 2, "--config list.yaml: the config must be a mapping of config keys, got a list"),
+    ("yaml-is-a-scalar", [*Q1, "--config", "scalar.yaml"], 2, "--config scalar.yaml: the config must be a mapping of config keys, got a str"),
+    ("yaml-is-empty", [*Q1, "--config", "empty.yaml"], 2, "--config empty.yaml: the config is empty"),
+    ("duplicate-key", [*Q1, "--config", "duplicate_top.yaml"], 2, "--config duplicate_top.yaml: duplicate key 'seed' (line 2)"),
+    ("duplicate-nested-key", [*Q1, "--config", "duplicate_nested.yaml"], 2,
+     "--config duplicate_nested.yaml: duplicate key 'd_model' (line 4)"),
+]
+PATH_CASES = [  # class 6
+    ("experiment-dotdot", [*Q1, "--experiment=../escaped"], 2, "experiment='../escaped' must be a relative name under train.out_dir"),
+    ("experiment-inner-dotdot", [*Q1, "--experiment=a/../../b"], 2, "experiment='a/../../b' must be a relative name"),
+    ("experiment-absolute", [*Q1, "--experiment=/tmp/elsewhere"], 2, "experiment='/tmp/elsewhere' must be a relative name"),
+    ("experiment-empty", [*Q1, "--experiment="], 2, "experiment='' must be a relative name"),
+    ("experiment-dot", [*Q1, "--experiment=."], 2, "experiment='.' must be a relative name"),
+    ("export-into-non-empty-folder", ["export", "RUN_CKPT", "export_here"], 2,
+     "out_dir=export_here is not empty (1 entries: notes.txt); choose a new or empty folder, or pass --overwrite"),
+    ("export-onto-a-file", ["export", "RUN_CKPT", "blocker"], 2, "out_dir=blocker is a file, not a folder"),
+]
+SWEEP_METHOD_CASES = [  # class 7
+    ("sweep-bayes-without-metric", ["sweep", "sweeps/bayes_no_metric.yaml", "--check", "--max-runs", "2"], 2,
+     "sweeps/bayes_no_metric.yaml: method bayes needs `metric: {name: <key the run logs>"),
+    ("sweep-grid-with-a-range", ["sweep", "sweeps/grid_range.yaml", "--check"], 2,
+     "sweeps/grid_range.yaml: method grid needs `values: [...]` or `value: x` for parameter train.lr"),
+    ("sweep-empty-values", ["sweep", "sweeps/empty_values.yaml", "--check"], 2,
+     "sweeps/empty_values.yaml: not a valid wandb sweep: {'values': []} is not valid under any of the given schemas"),
+    ("sweep-duplicate-key", ["sweep", "sweeps/duplicate_key.yaml", "--check"], 2,
+     "sweeps/duplicate_key.yaml: duplicate key 'method'"),
+    ("sweep-bayes-metric-not-logged", ["sweep", "sweeps/bayes_unlogged_metric.yaml", "--check", "--max-runs", "2"], 2,
+     "metric val/bleu (maximize) differs from the run's train.monitor=val/acc"),
+]
+# Lightning and wandb checks, and export, run as real commands; the others are refused while the
+# command line is parsed and run in-process (same `main`, same checks, seconds instead of minutes).
+ROUND_TWO_CASES = TRAINER_CASES + WANDB_CASES + [c for c in PATH_CASES if c[1][0] == "export"]
+IN_PROCESS_CASES = NUMBER_CASES + SHAPE_CASES + [c for c in PATH_CASES if c[1][0] != "export"] + SWEEP_METHOD_CASES
+
+ALL_CASES = CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SWEEP_CASES + REPORT_CASES + OUTPUT_CASES + ROUND_TWO_CASES
 
 # A corpus too short for data.n_train is only known to be short after tokenizing, under the
 # cache entry's lock: that case may leave the empty `<entry>.lock`; nothing else may appear.
@@ -279,6 +386,28 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(world, tmp_path, reque
     assert not created, f"created: {created}"
 
 
+@pytest.mark.parametrize("argv, code, needle", [pytest.param(a, c, n, id=i) for i, a, c, n in IN_PROCESS_CASES])
+def test_bad_option_is_one_line_exit_2_and_touches_nothing_in_process(world, tmp_path, monkeypatch, capsys,
+                                                                       argv, code, needle):
+    from transformer_ablations.cli import main
+
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    monkeypatch.chdir(tree)
+    for var in ("ABLATE_DEBUG", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    before = snapshot(tree)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == code, (exit_.value.code, err[-2000:])
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ablate: error: "), err[-3000:]
+    assert needle in lines[0], lines[0]
+    assert snapshot(tree) == before
+
+
 def test_hf_message_says_how_to_pre_download(world, tmp_path):
     res = ablate([*FIT, "--data.source=hf:no_such_org/no_such_dataset"], world, env_for(tmp_path))
     assert res.returncode == 2 and HF_HINT in res.stderr, res.stderr[-2000:]
@@ -300,3 +429,143 @@ def test_the_world_is_valid(world, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     res = ablate(["export", str(run_dir), "exported"], tree, env)
     assert res.returncode == 0 and (tree / "exported" / "model.safetensors").is_file(), res.stderr[-3000:]
+
+
+# --- issue 13, class 2: a finished run's record is rebuilt, never rewritten from nothing ------------
+TORN_RECORDS = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "json-list": lambda good: b"[1, 2, 3]\n",
+    "json-string": lambda good: b'"finished"\n',
+    "empty-file": lambda good: b"",
+    "random-bytes": lambda good: bytes(range(256)) * 4,
+    "deleted": None,
+}
+
+
+def _world_run(tree: Path) -> Path:
+    return next((tree / "runs" / "q5_pretrain").glob("s0-*/"))
+
+
+@pytest.mark.parametrize("damage", list(TORN_RECORDS))
+def test_torn_record_of_a_finished_run_is_rebuilt_from_its_folder(world, tmp_path, damage):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    run_dir = _world_run(tree)
+    record = run_dir / "summary.json"
+    good = record.read_bytes()
+    if TORN_RECORDS[damage] is None:
+        record.unlink()
+    else:
+        record.write_bytes(TORN_RECORDS[damage](good))
+    torn = record.read_bytes() if record.exists() else None
+    before = snapshot(tree)
+    res = ablate([*FIT, "--objective=mlm"], tree, env_for(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"record rebuilt: runs/q5_pretrain/{run_dir.name}/summary.json "), lines
+    assert lines[0].endswith("rebuilt from metrics.csv and checkpoints/last.ckpt"), lines[0]
+    assert "run exists (finished)" in res.stdout
+    import json
+
+    old, new = json.loads(good), json.loads(record.read_bytes())
+    assert new["status"] == "finished" and new["step"] == old["step"]
+    assert new["metrics"] == old["metrics"]  # never empty: the final values of every logged column
+    assert new["best"] == old["best"]
+    after = snapshot(tree)
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    relative = str(record.relative_to(tree))
+    assert changed == ([relative] if torn is not None else []), changed
+    created = sorted(set(after) - set(before))
+    if torn is not None:  # the damaged bytes are kept next to the rebuilt record
+        assert created == [relative + ".unreadable"], created
+        assert (tree / created[0]).read_bytes() == torn
+    else:
+        assert created == [relative], created
+
+
+def test_torn_record_without_anything_to_rebuild_from_is_refused(world, tmp_path):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    run_dir = _world_run(tree)
+    (run_dir / "summary.json").write_bytes(b'{"status": "finished", "metr')
+    (run_dir / "metrics.csv").unlink()
+    shutil.rmtree(run_dir / "checkpoints")
+    before = snapshot(tree)
+    res = ablate([*FIT, "--objective=mlm"], tree, env_for(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ablate: error: runs/q5_pretrain/{run_dir.name}/summary.json is truncated or not JSON"), lines[0]
+    assert f"restore the file, or remove runs/q5_pretrain/{run_dir.name} to train the run again" in lines[0]
+    assert snapshot(tree) == before
+
+
+# --- issue 13, class 8: a failed or unresumable run says why, in one line -----------------------------
+def _reopen(run_dir: Path) -> None:
+    """Make the world's finished run look interrupted (its record says `running`)."""
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["status"] = "running"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_garbage_metrics_csv_on_resume_is_one_line_and_touches_nothing(world, tmp_path):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    run_dir = _world_run(tree)
+    _reopen(run_dir)
+    (run_dir / "metrics.csv").write_bytes(bytes(range(128, 256)) * 8)
+    before = snapshot(tree)
+    res = ablate([*FIT, "--objective=mlm"], tree, env_for(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ablate: error: runs/q5_pretrain/{run_dir.name}/metrics.csv is not a metrics table "
+                               "(UnicodeDecodeError"), lines[0]
+    assert snapshot(tree) == before
+
+
+def test_truncated_last_checkpoint_fails_the_run_with_the_reason_on_the_terminal(world, tmp_path):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    run_dir = _world_run(tree)
+    _reopen(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:4096])
+    res = ablate([*FIT, "--objective=mlm"], tree, env_for(tmp_path))
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "Traceback" not in res.stderr + res.stdout
+    shown = [line for line in res.stdout.splitlines() if line.startswith("[failed]")]
+    assert len(shown) == 1, res.stdout
+    assert f"{ckpt.relative_to(tree)} is not a readable checkpoint (truncated or overwritten)" in shown[0], shown[0]
+    import json
+
+    assert json.loads((run_dir / "summary.json").read_text())["error"] in shown[0]
+
+
+def test_export_overwrite_replaces_only_with_the_flag(world, tmp_path):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    res = ablate(["export", str(_world_run(tree)), "export_here", "--overwrite"], tree, env_for(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tree / "export_here" / "model.safetensors").is_file()
+
+
+# --- issue 13, class 4: wandb online without a login / without a network --------------------------
+def test_wandb_online_with_a_key_but_no_network_falls_back_to_offline(world, tmp_path):
+    tree = tmp_path / "w"
+    shutil.copytree(world, tree)
+    env = {**env_for(tmp_path), "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    env.pop("WANDB_MODE")
+    started = time.monotonic()
+    res = ablate([*FIT, "--objective=mlm", "--seed=5", "--train.max_steps=8", "--train.val_every=8",
+                  "--train.wandb=online"], tree, env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert time.monotonic() - started < 80, "must not wait for wandb's 90 s init timeout"
+    assert "Traceback" not in res.stderr
+    warning = [line for line in res.stderr.splitlines() if line.startswith("wandb: cannot reach")]
+    assert warning == ["wandb: cannot reach http://127.0.0.1:9; this run logs offline (`ablate sync` uploads it later)"]
+    run_dir = next(p for p in (tree / "runs" / "q5_pretrain").glob("s5-*/"))
+    assert list(run_dir.glob("wandb/offline-run-*")), "the run logged offline"

@@ -185,12 +185,13 @@ def _start(args: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen
     return subprocess.Popen(ablate_argv(*args), cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def _poll_then_kill(proc: subprocess.Popen, summary_path: Path, ready, timeout: float = 240) -> dict:
+def _poll_then_kill(proc: subprocess.Popen, summary_path: Path, ready, timeout: float = 240,
+                    sig=signal.SIGKILL) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         summary = read_json(summary_path)
         if summary is not None and ready(summary):
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             proc.wait(timeout=30)
             return summary
         if proc.poll() is not None:
@@ -198,6 +199,34 @@ def _poll_then_kill(proc: subprocess.Popen, summary_path: Path, ready, timeout: 
         time.sleep(0.02)
     proc.kill()
     pytest.fail("timed out waiting for the run to reach the kill point")
+
+
+def _at(summary: dict, resumed_from: int, step: int) -> bool:
+    """The attempt resumed from ``resumed_from`` is running and its record (so its checkpoint) is at ``step``."""
+    return summary.get("status") == "running" and summary.get("resumed_from_step") == resumed_from and \
+        (summary.get("step") or 0) >= step
+
+
+def _interrupt_and_check(args, cwd, env, summary_path: Path, sig, code: int, ready) -> dict:
+    """Send ``sig`` to a run once ``ready(record)``: it exits ``code``, records `interrupted` with the
+    signal and the step of its last checkpoint, and prints one line holding the command that resumes."""
+    err_path = summary_path.parent.parent / f"stderr-{sig.name}.txt"
+    proc = subprocess.Popen(ablate_argv(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err_path.open("w"))
+    seen = _poll_then_kill(proc, summary_path, ready, sig=sig)
+    assert proc.returncode == code, (proc.returncode, err_path.read_text()[-3000:])
+    text = err_path.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, lines
+    record = read_json(summary_path)
+    assert record["status"] == "interrupted" and record["signal"] == sig.name, record
+    assert record["step"] >= seen["step"] and record["interrupted_at_step"] >= record["step"], record
+    ckpt = torch.load(summary_path.parent / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == record["step"]  # the record's step is the one a resume starts from
+    assert lines[0].startswith(f"ablate: interrupted by {sig.name} at step {record['interrupted_at_step']} "
+                               f"(last checkpoint: step {record['step']})"), lines[0]
+    assert lines[0].endswith("resume with: ablate " + " ".join(args)), lines[0]
+    return record
 
 
 def test_kill_9_then_same_command_resumes_to_the_uninterrupted_metrics(tmp_path):
@@ -221,6 +250,13 @@ def test_kill_9_then_same_command_resumes_to_the_uninterrupted_metrics(tmp_path)
     assert seen["status"] == "running", seen
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] >= seen["step"]  # the record never runs ahead of the checkpoints
+    # issue 13: Ctrl-C (SIGINT) in the middle of a resumed attempt, then SIGTERM (a scheduler, `timeout`)
+    # as the next attempt starts training
+    k = ckpt["global_step"]
+    assert k == 8, k
+    _interrupt_and_check(args, tmp_path, env, summary_path, signal.SIGINT, 130, lambda s: _at(s, k, k + 8))
+    _interrupt_and_check(args, tmp_path, env, summary_path, signal.SIGTERM, 143, lambda s: _at(s, k + 8, k + 8))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     # the same command again: resumes and finishes
     again = subprocess.run(ablate_argv(*args), cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, log.read_text()[-2000:] + again.stdout[-2000:] + again.stderr[-3000:]
@@ -473,3 +509,68 @@ def test_a_failing_run_does_not_stop_its_sweep(tmp_path):
     assert summaries[0]["status"] == "finished"
     assert summaries[1]["status"] == "failed"
     assert summaries[1]["error"].startswith("out of memory (MemoryError: simulated)"), summaries[1]["error"]
+
+
+# --- issue 13: SIGINT / SIGTERM in a sweep child, and on the executor -----------------------------
+def _wait_for(path_glob, root: Path, ready, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in root.glob(path_glob):
+            summary = read_json(path)
+            if summary is not None and ready(summary):
+                return path
+        assert proc.poll() is None, f"the sweep ended (code {proc.returncode}) before the signal"
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("timed out waiting for the sweep's run")
+
+
+def test_sigint_and_sigterm_in_a_sweep_are_recorded_as_interrupted_and_resume(tmp_path):
+    sweep = _sweep_file(tmp_path / "one.yaml", "q1_scaling", """\
+        seed:
+          values: [0]
+        scale:
+          value: smoke
+        """)
+    args = ["sweep", str(sweep), "--scale", "smoke", "--runs-dir", str(tmp_path / "runs"), "--offline", "--quiet",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.wandb=disabled",
+            "--set", "train.max_steps=24", "--set", "train.val_every=8"]
+    sweep_dir = tmp_path / "runs" / "smoke" / "q1_scaling"
+    env = env_for(tmp_path)
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(ablate_argv(*args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    # 1. Ctrl-C reaches only the child (e.g. `kill -INT <pid>`): the executor reports it interrupted
+    proc = start()
+    record = _wait_for("s0-*/summary.json", sweep_dir, lambda s: s.get("status") == "running" and (s.get("step") or 0) >= 8,
+                       proc)
+    log = record.parent / "stdout.log"
+    child = int(log.read_text().split(" pid ", 1)[1].split(":", 1)[0])
+    os.kill(child, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert "Traceback" not in out + err + log.read_text()
+    assert f"interrupted {record.parent.name}" in out, out
+    assert err.strip().splitlines() == [f"ablate sweep: 1 run(s) interrupted; resume with: ablate {' '.join(args)}"], err
+    summary = read_json(record)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGINT" and summary["step"] >= 8, summary
+    assert read_json(sweep_dir / "sweep.json")["counts"] == {"interrupted": 1}
+
+    # 2. SIGTERM to the executor (a scheduler's preemption): it stops the child the same way, exits 143
+    proc = start()
+    _wait_for("s0-*/summary.json", sweep_dir, lambda s: s.get("status") == "running" and (s.get("step") or 0) >= 16, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-2000:] + err[-2000:]
+    assert "Traceback" not in out + err + log.read_text()
+    assert err.strip().splitlines()[-1] == f"ablate: error: interrupted by SIGTERM; resume with: ablate {' '.join(args)}"
+    summary = read_json(record)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM" and summary["step"] == 16, summary
+
+    # 3. the same command resumes the run from its last checkpoint and finishes it
+    res = subprocess.run(ablate_argv(*args), cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    summary = read_json(record)
+    assert summary["status"] == "finished" and summary["step"] == 24 and summary["resumed_from_step"] == 16, summary

@@ -175,7 +175,7 @@ def test_runs_held_by_another_executor_are_waited_for_or_taken_over(fake):
         records.write_summary(p.run_dir, records.new_summary(p.cfg))
 
     def other_executor():
-        time.sleep(1.0)
+        time.sleep(3.0)  # longer than planning the sweep takes on a loaded 2-core machine
         done = records.new_summary(a.cfg)
         done.update(status="finished", metrics={"val/acc": 0.5})
         records.write_summary(a.run_dir, done)
@@ -187,7 +187,7 @@ def test_runs_held_by_another_executor_are_waited_for_or_taken_over(fake):
     t0 = time.monotonic()
     result = run_sweep(fake.path, fake.options(workers=2), run_fn=RUNNER)
     t.join()
-    assert time.monotonic() - t0 >= 1.0
+    assert time.monotonic() - t0 >= 3.0
     ran = {c["run_dir"] for c in fake.calls()}
     assert str(a.run_dir) not in ran, "a run finished elsewhere must not run again"
     assert str(b.run_dir) in ran, "a run whose owner died must be taken over"
@@ -328,8 +328,8 @@ def test_sigterm_stops_the_executor_and_leaves_runs_resumable(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=30)[0]
     assert time.monotonic() - t0 < 20
-    assert proc.returncode == 130, out
-    assert "resume" in out
+    assert proc.returncode == 143, out  # 128 + SIGTERM
+    assert "resume" in out and "Traceback" not in out
     calls = read_call_log(log)
     for c in calls:
         assert _dead(c["pid"])

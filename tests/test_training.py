@@ -118,17 +118,17 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 def test_finetune_loads_exactly_the_pretrained_weights_and_probe_freezes_them(suite):
     cfg = cfg_for("q6_cls_sep", suite, "--finetune.mode=probe", "--finetune.pooling=mean")
-    pretrained, _, _ = load_pretrained(Path(cfg.train.out_dir) / "q5_pretrain" / next(
+    pretrained = load_pretrained(Path(cfg.train.out_dir) / "q5_pretrain" / next(
         d.name for d in run_dirs(Path(cfg.train.out_dir) / "q5_pretrain")
         if json.loads((d / "summary.json").read_text())["config"]["objective"] == "mlm_nsp"
-    ))
+    )).net
     _, _, module = prepare(cfg)
     for (name, p), (_, q) in zip(pretrained.backbone.state_dict().items(), module.net.backbone.state_dict().items()):
         assert torch.equal(p, q), name
     before = {k: v.clone() for k, v in module.net.backbone.state_dict().items()}
     result = train(cfg)
     assert result["status"] == "finished"
-    tuned, _, _ = load_pretrained(result["run_dir"])
+    tuned = load_pretrained(result["run_dir"]).net
     for name, value in tuned.backbone.state_dict().items():
         assert torch.equal(value, before[name]), f"probe mode changed {name}"
     head_before = module.net.head.state_dict() if hasattr(module.net, "head") else None
@@ -138,16 +138,15 @@ def test_finetune_loads_exactly_the_pretrained_weights_and_probe_freezes_them(su
 
 def test_export_and_reimport_give_identical_logits(suite, tmp_path):
     run_dir = next(run_dirs(Path(suite) / "q5_pretrain"))
-    model, tokenizer, cfg = load_pretrained(run_dir)
+    model = load_pretrained(run_dir)
     out = export(run_dir, tmp_path / "export")
-    again, tokenizer2, cfg2 = load_pretrained(out)
-    ids = torch.tensor([tokenizer.encode("the king sees the castle")[: cfg.data.seq_len]])
-    model.eval(), again.eval()
-    h1, _ = model.backbone(ids)
-    h2, _ = again.backbone(ids)
-    assert torch.equal(h1, h2)
-    assert tokenizer2.encode("the king sees the castle") == tokenizer.encode("the king sees the castle")
-    assert cfg2 == cfg
+    again = load_pretrained(out)
+    texts = ["the king sees the castle", ("a [MASK] sees", "the castle")]
+    assert torch.equal(model.logits(texts), again.logits(texts))
+    assert torch.equal(model.encode(texts), again.encode(texts))
+    assert again.tokenizer.encode("the king sees the castle") == model.tokenizer.encode("the king sees the castle")
+    assert again.run_config.model == model.run_config.model
+    assert again.run_config.objective == model.run_config.objective
 
 
 def test_checkpoint_of_another_architecture_is_refused(suite):

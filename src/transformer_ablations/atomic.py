@@ -15,6 +15,7 @@ def _file_mode() -> int:
 
 
 _MODE = _file_mode()
+FILE_MODE = _MODE  # what open() gives a new file under this umask (0644 under the usual 022)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

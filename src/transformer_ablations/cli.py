@@ -3,11 +3,12 @@
     ablate fit      --config experiments/q1_scaling.yaml [--scale=smoke] [--model.attention.scaling=none ...]
     ablate finetune --config experiments/q5_finetune.yaml --pretrained runs/.../s0-abc --task pair
     ablate sweep    sweeps/q1_scaling.yaml [--scale=quick] [--workers=2]
-    ablate report   [--suite=quick]
+    ablate report   [--suite=quick] [--wandb]
+    ablate views    q1 [--scale=quick] [--dry-run]
     ablate agents   SWEEP_ID --gpus 0,1
     ablate slurm    SWEEP_ID --tasks 8 --count 3
     ablate export   CHECKPOINT OUT_DIR
-    ablate sync
+    ablate sync     [--dry-run]
 
 Run configs are parsed by jsonargparse from :class:`~transformer_ablations.config.RunConfig`:
 every dotted key of the toggle vocabulary is a flag, ``--config`` files stack, later flags win.
@@ -19,35 +20,50 @@ An experiment file may carry two data blocks besides the config itself:
   a contradictory run; two grid points that normalise to one config are one run.
 
 Precedence: defaults < config files < scale block < command-line flags < matching ``when`` blocks.
+Each is one config layer given to jsonargparse in that order, so ``--print_config`` prints the
+config that runs. ``--config`` takes a path or a packaged experiment name (``q1_scaling``).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace, set_parsing_settings
 
-from .config import ConfigError, RunConfig, flatten, validate
+from . import resources
+from .config import (
+    CLASSIFICATION_TASKS,
+    ConfigError,
+    RunConfig,
+    check_config_shape,
+    flatten,
+    load_yaml,
+    to_dict,
+    validate,
+)
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
+# (interrupted: 128 + the signal number, 130 for SIGINT, 143 for SIGTERM)
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
-EXTRA_BLOCKS = ("scales", "when")
+
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # `--help` shows the config fields' docstrings
 
 
 def _run_parser(prog: str = "ablate fit") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False, description="Train one ablation run.")
-    parser.add_argument("--config", action=ActionConfigFile, help="experiment YAML (may be given several times)")
-    parser.add_argument("--scales", type=dict, default={}, help="per-scale overrides (set in experiment files)")
-    parser.add_argument("--when", type=list, default=[], help="conditional overrides (set in experiment files)")
-    parser.add_argument("--debug", type=bool, default=False, help="show full tracebacks")
+    parser.add_argument(
+        "--config", action=ActionConfigFile,
+        help="experiment YAML: a path or a packaged name such as q1_scaling (may be given several times)",
+    )
     parser.add_class_arguments(RunConfig, fail_untyped=True, as_positional=False)
     return parser
 
@@ -70,6 +86,9 @@ def _one_line(err: Exception) -> str:
     m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
     if m:
         return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
+    m = re.search(r'Parser key "([^"]+)":\s*Unable to load config \'(.*?)\'', text)
+    if m:  # a block (`--model=5`) given a value
+        return f"{m.group(1)}={m.group(2)}: {m.group(1)} is a block of {m.group(1)}.* keys, not a value; set its keys, e.g. --{m.group(1)}.<key>=..."
     m = re.search(r"unrecognized arguments: (.*)", text)
     if m:
         opts = m.group(1).strip()
@@ -125,76 +144,127 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _overlay(ns: Namespace) -> tuple[dict, dict]:
-    """(the scale block, the merged `when` blocks whose condition holds for ``ns``)."""
-    scale = _nested(dict(ns.scales.get(ns.scale, {}) or {})) if ns.scales else {}
+def _when_layer(ns: Namespace, when: list) -> dict:
+    """The merged ``set`` of the ``when`` blocks whose condition holds for ``ns``."""
     flat = flatten(ns.as_dict())
-    when: dict = {}
-    for i, block in enumerate(ns.when or []):
+    out: dict = {}
+    for i, block in enumerate(when):
         if not isinstance(block, dict) or "if" not in block or "set" not in block:
             raise ConfigError(f"when[{i}] must be a mapping with `if:` and `set:` keys, got {block!r}")
         if all(flat.get(k) == v for k, v in block["if"].items()):
-            when = _deep_merge(when, _nested(block["set"]))
-    return scale, when
+            out = _deep_merge(out, _nested(block["set"]))
+    return out
 
 
 def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--config X`` tokens (kept in order) from the other flags."""
+    """Separate the ``--config`` values (kept in order) from the other flags."""
     configs, rest, i = [], [], 0
     while i < len(argv):
         tok = argv[i]
         if tok == "--config" and i + 1 < len(argv):
-            configs += argv[i : i + 2]
+            configs.append(argv[i + 1])
             i += 2
             continue
-        (configs if tok.startswith("--config=") else rest).append(tok)
+        if tok.startswith("--config="):
+            configs.append(tok.split("=", 1)[1])
+        else:
+            rest.append(tok)
         i += 1
     return configs, rest
 
 
+def _config_layers(configs: list[str]) -> tuple[list[dict], dict, list]:
+    """Each ``--config`` (path, packaged name or inline YAML) -> its layer without the data blocks,
+    plus the merged ``scales`` and the concatenated ``when`` blocks of all files."""
+    layers, scales, when = [], {}, []
+    for token in configs:
+        data = _load_config(token)
+        scales = _deep_merge(scales, {k: _nested(v or {}) for k, v in (data.pop("scales", None) or {}).items()})
+        when += data.pop("when", None) or []
+        layers.append(data)
+    return layers, scales, when
+
+
+def _load_config(token: str) -> dict:
+    if token.lstrip().startswith("{"):
+        text, where = token, "--config"
+    else:
+        path = resources.find_file(token, "experiments")
+        if path is None or not path.is_file():
+            names = ", ".join(resources.packaged_names("experiments"))
+            raise ConfigError(f"--config {token}: file not found; give a path or a packaged experiment ({names})")
+        where = f"--config {token}"
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{where}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = load_yaml(text)  # refuses duplicate keys
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    # jsonargparse resets a block given as a scalar to its defaults: every block must be a mapping
+    check_config_shape(data, where)
+    return data
+
+
+def _as_config(layer: dict) -> list[str]:
+    return ["--config", yaml.safe_dump(layer)] if layer else []
+
+
 def _to_run_config(parser: ArgumentParser, ns: Namespace) -> RunConfig:
     ns = copy.deepcopy(ns)
-    for key in ("config", "scales", "when", "debug"):
-        ns.pop(key, None)
+    ns.pop("config", None)
     init = parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
     return RunConfig(**{k: init[k] for k in RunConfig.__dataclass_fields__})
 
 
 def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig:
-    """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line)."""
+    """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line).
+
+    The layers, in order: config files, the scale block of the resolved ``scale``, the flags,
+    the matching ``when`` blocks. ``ablate finetune`` also needs a downstream task and takes the
+    objective from the pretrained checkpoint unless ``--objective`` is given."""
     argv = _apply_aliases(argv)
-    for tok in argv:
-        if tok.startswith("--config="):
-            _check_config_path(tok.split("=", 1)[1])
-    for a, b in itertools.pairwise(argv):
-        if a == "--config":
-            _check_config_path(b)
+    configs, rest = _split_configs(argv)
+    layers, scales, when = _config_layers(configs)
+    files = [tok for layer in layers for tok in _as_config(layer)]
     parser = _run_parser(prog)
     try:
-        first = parser.parse_args(argv)
-        scale_overlay, when_overlay = _overlay(first)
-        if scale_overlay or when_overlay:
-            configs, rest = _split_configs(argv)
-            tail = ["--config", yaml.safe_dump(when_overlay)] if when_overlay else []
-            first = parser.parse_args([*configs, "--config", yaml.safe_dump(scale_overlay), *rest, *tail])
-        cfg = _to_run_config(parser, first)
+        ns = parser.parse_args([*files, *rest])
+        check_config_shape(scales.get(ns.scale) or {}, f"scales.{ns.scale}")
+        scale = _as_config(scales.get(ns.scale) or {})
+        if scale:
+            ns = parser.parse_args([*files, *scale, *rest])
+        when_layer = _when_layer(ns, when)
+        check_config_shape(when_layer, "when")
+        tail = _as_config(when_layer)
+        if tail:
+            ns = parser.parse_args([*files, *scale, *rest, *tail])
+        cfg = _to_run_config(parser, ns)
     except ArgumentError as err:
         raise ConfigError(_one_line(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {' '.join(str(err).split())}") from None
+    if prog.endswith("finetune"):
+        cfg = _finetune_config(cfg, explicit_objective=any(t.split("=")[0] == "--objective" for t in rest))
     return validate(cfg)
 
 
-def _check_config_path(path: str) -> None:
-    if path.lstrip().startswith("{"):
-        return
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: file not found")
-    try:
-        yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: malformed YAML ({' '.join(str(err).split())[:160]})") from None
+def _finetune_config(cfg: RunConfig, explicit_objective: bool) -> RunConfig:
+    """A fine-tuning run needs a downstream task; its objective is the checkpoint's, unless given."""
+    if cfg.data.task not in CLASSIFICATION_TASKS:
+        raise ConfigError(
+            f"ablate finetune needs a downstream task: --task {'|'.join(CLASSIFICATION_TASKS)}, or a --config "
+            f"experiment that sets data.task (got data.task={cfg.data.task}, a pretraining task)"
+        )
+    spec = cfg.finetune.pretrained
+    if spec and not spec.startswith("auto:") and not explicit_objective:
+        from .training.checkpoints import pretrained_objective
+
+        cfg.objective = pretrained_objective(spec)
+    return cfg
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:  # noqa: F821
@@ -206,11 +276,28 @@ def _cmd_fit(argv: list[str], prog: str) -> int:
     if any(tok in ("-h", "--help") for tok in argv):
         _run_parser(prog).print_help()
         return 0
-    cfg = parse_run_config(argv, prog=prog)
+    printing = [tok for tok in argv if tok.split("=")[0] == "--print_config"]
+    cfg = parse_run_config([tok for tok in argv if tok not in printing], prog=prog)
+    if printing:  # the composed config, exactly what `train` receives (model.vocab_size: from the tokenizer)
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    from .training.interrupts import exit_code_of
     from .training.run import train
 
     result = train(cfg)
+    if result.get("status") == "interrupted":
+        step = result.get("step")
+        at = f" at step {result['interrupted_at_step']}" if result.get("interrupted_at_step") is not None else ""
+        kept = f" (last checkpoint: step {step})" if step else " (before its first checkpoint)"
+        print(f"ablate: interrupted by {result.get('signal', 'SIGINT')}{at}{kept}: {result['run_dir']}; "
+              f"resume with: {_resume_command(prog, argv)}", file=sys.stderr)
+        return exit_code_of(result.get("signal"))
     return EXIT_CODES.get(result.get("status"), 1)
+
+
+def _resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted command: the same one."""
+    return shlex.join([*prog.split(), *argv])
 
 
 def _small_parser(prog: str, description: str) -> ArgumentParser:
@@ -229,28 +316,75 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
-    parser.add_argument("--claims", default="experiments/claims.yaml")
-    parser.add_argument("--sweeps", default="sweeps", help="directory of the sweep files")
-    parser.add_argument("--wandb", type=bool, default=False, help="also log tables and figures to a wandb run")
+    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the verdicts, figures and HTML to a wandb run (offline without a login: "
+                             "`ablate sync` uploads it)")
     args = _parse_small(parser, argv)
     from .report import build_report, log_report_to_wandb
+    from .sweeps.validate import sweeps_dir
 
-    path = build_report(args.runs_dir, args.suite, args.out, args.claims, args.sweeps)
+    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    path = build_report(args.runs_dir, args.suite, args.out, claims, args.sweeps or sweeps_dir())
     print(f"report: {path} and {path.with_suffix('.html')}")
     if args.wandb:
         log_report_to_wandb(path, suite=args.suite)
     return 0
 
 
+def _cmd_views(argv: list[str]) -> int:
+    parser = _small_parser("ablate views", "Save a wandb report per question: parallel coordinates over the sweep's "
+                           "toggles, bar charts of the primary metrics and learning curves grouped by the toggles. "
+                           "Needs a wandb login (exit 2 without one); --dry-run prints the views without one.")
+    parser.add_argument("questions", nargs="+", help="q1 ... q6, or all")
+    parser.add_argument("--scale", default="quick", help="the runs' scale (smoke, quick, real, full)")
+    parser.add_argument("--project", default=None, help="wandb project (default: $WANDB_PROJECT or transformer-ablations)")
+    parser.add_argument("--entity", default=None, help="wandb entity (default: $WANDB_ENTITY or your default entity)")
+    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
+    parser.add_argument("--dry_run", "--dry-run", action="store_true", help="print the views, save nothing")
+    args = _parse_small(parser, argv)
+    from .report.figures import QUESTION_SWEEPS
+    from .report.wandb_views import views
+
+    questions = list(QUESTION_SWEEPS) if args.questions == ["all"] else args.questions
+    bad = [q for q in questions if q not in QUESTION_SWEEPS]
+    if bad:
+        raise ConfigError(f"question {bad[0]!r} is not valid; valid: {', '.join(QUESTION_SWEEPS)}, all")
+    from .sweeps.validate import sweeps_dir
+
+    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    return views(questions, scale=args.scale, project=args.project, entity=args.entity,
+                 sweeps_dir=args.sweeps or sweeps_dir(), claims_path=claims, dry_run=args.dry_run)
+
+
 def _cmd_export(argv: list[str]) -> int:
     parser = _small_parser("ablate export", "Export a checkpoint to model.safetensors + config.json + tokenizer.model.")
     parser.add_argument("checkpoint", help="a .ckpt file or a run directory")
     parser.add_argument("out_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty out_dir")
     args = _parse_small(parser, argv)
+    _check_export_dir(Path(args.out_dir), args.overwrite)
     from .training.checkpoints import export
 
     print(f"exported to {export(args.checkpoint, args.out_dir)}")
     return 0
+
+
+def _check_export_dir(out: Path, overwrite: bool) -> None:
+    """``export`` writes into an empty or new folder; a folder with files needs ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir={out} is a file, not a folder; choose a new or empty folder")
+    if out.is_dir() and not overwrite:
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as err:
+            raise ConfigError(f"out_dir={out}: cannot list it ({err.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(f"out_dir={out} is not empty ({len(held)} entries: {shown}); choose a new or empty "
+                              "folder, or pass --overwrite to replace its files")
 
 
 def _cmd_sweeps(name: str):
@@ -270,6 +404,7 @@ COMMANDS = {
     "sync": _cmd_sweeps("sync"),
     "slurm": _cmd_sweeps("slurm"),
     "report": _cmd_report,
+    "views": _cmd_views,
     "export": _cmd_export,
 }
 
@@ -286,16 +421,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage:\n" + _usage())
         return 0
     command, rest = argv[0], argv[1:]
+    from .training.interrupts import RunInterrupted, interrupts_raise
+
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
     try:
-        return COMMANDS[command](rest)
+        with interrupts_raise():  # SIGTERM too: 143 and the resume line, never a silent exit
+            return COMMANDS[command](rest)
     except ConfigError as err:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except (KeyboardInterrupt, RunInterrupted) as err:  # outside a run's own handling (parsing, a sweep)
+        code = err.exit_code if isinstance(err, RunInterrupted) else 130
+        what = err.name if isinstance(err, RunInterrupted) else "SIGINT"
+        _fail(f"interrupted by {what}; resume with: {_resume_command('ablate', argv)}", code)
     except OSError as err:  # disk full, permissions, a vanished file: one line (the traceback with --debug)
         if debug:
             raise

@@ -9,12 +9,12 @@
 - :mod:`.results`    claim results, preliminary verdicts, the per-tier adjustment
 - :mod:`.figures`    one figure per question (PNG); :mod:`.forest` the forest plot
 - :mod:`.render`     the document (:mod:`.document` blocks, :mod:`.tables`) and the Rich console table
+- :mod:`.wandb_log`  the report as a wandb run (``--wandb``); :mod:`.wandb_views` saved views per question
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .formatting import effect_label, format_effect
 from .render import build_document, print_verdicts
 from .stats import Estimate, contrast_ci, difference_ci, mean_ci
 from .verdicts import TIERS, VERDICTS, benjamini_hochberg, holm
+from .wandb_log import log_report_to_wandb
 
 __all__ = [
     "TIERS",
@@ -127,53 +128,3 @@ def _grid_and_points(path: Path, suite: str) -> tuple[dict[str, list], list[dict
     grid = grid_dimensions(spec)
     scale = suite if suite in toggle_values()["scale"] else None  # runs/<scale> unless named otherwise
     return grid, expected_points(spec, grid, scale)
-
-
-def log_report_to_wandb(
-    report_path: str | Path,
-    project: str = "transformer-ablations",
-    entity: str | None = None,
-    suite: str | None = None,
-) -> str | None:
-    """Upload a built report (verdict table, figures, the HTML) as a wandb run of job type "report".
-
-    Only when wandb is online and logged in; otherwise prints one line and returns None.
-    Returns the run URL.
-    """
-    report_dir = Path(report_path).parent
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        print(f"wandb: not logging the report (WANDB_MODE={mode})")
-        return None
-    try:
-        import wandb
-
-        if not wandb.Api(timeout=15).api_key:
-            raise RuntimeError("not logged in (wandb login)")
-    except Exception as e:  # noqa: BLE001 - any wandb/network problem: one line, no upload
-        print(f"wandb: not logging the report ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
-        return None
-    verdicts = json.loads((report_dir / VERDICTS_JSON).read_text())
-    suite = suite or report_dir.name
-    run = wandb.init(project=project, entity=entity, job_type="report", name=f"report-{suite}",
-                     config={"suite": suite}, reinit="finish_previous")
-    try:
-        cols = ["id", "question", "tier", "claim", "effect_text", "n", "p", "p_adjusted", "verdict", "literature"]
-        table = wandb.Table(columns=cols)
-        for v in verdicts:
-            table.add_data(v["id"], v["question"], v["tier"], v["claim"], v["effect_text"], v["n"], v["p"],
-                           v["p_adjusted"], v["verdict"], f"{v['literature']['direction']} — {v['literature']['anchor']}")
-        logged: dict[str, Any] = {"verdicts": table}
-        for png in sorted((report_dir / FIGURES_DIR).glob("*.png")):
-            logged[f"figures/{png.stem}"] = wandb.Image(str(png))
-        html_path = report_dir / REPORT_HTML
-        if html_path.is_file():
-            logged["report"] = wandb.Html(html_path.read_text(), inject=False)
-        run.log(logged)
-        for tier in TIERS:
-            for key in VERDICTS:
-                name = key.replace(" — ", "_").replace(" ", "_")
-                run.summary[f"claims/{tier}/{name}"] = sum(v["verdict"] == key and v["tier"] == tier for v in verdicts)
-        return run.url
-    finally:
-        run.finish()

@@ -17,6 +17,7 @@ exit code (0: every run finished or diverged; 1: some run failed).
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from jsonargparse import ArgumentError, ArgumentParser
 
 from ..config import ConfigError, toggle_values
+from ..training.interrupts import RunInterrupted
 
 SCALES = toggle_values()["scale"]
 
@@ -119,9 +121,13 @@ def main(argv: Sequence[str]) -> int:
         if mode != "offline" else print("ablate sweep: --offline: local executor, runs log to wandb offline", flush=True)
     results = [executor.execute(plan) for plan in plans]
     failed = sum(r.count("failed") for r in results)
+    interrupted = sum(r.count("interrupted") for r in results)
     if failed:
         print(f"ablate sweep: {failed} run(s) failed; see their summary.json `error` and stdout.log", file=sys.stderr)
-    return 1 if failed else 0
+    if interrupted:
+        print(f"ablate sweep: {interrupted} run(s) interrupted; resume with: ablate {shlex.join(['sweep', *argv])}",
+              file=sys.stderr)
+    return 1 if failed or interrupted else 0
 
 
 def _login_note() -> str:
@@ -178,13 +184,16 @@ def sync_main(argv: Sequence[str]) -> int:
 
     p = _parser("ablate sync", "Upload runs that logged offline (runs/**/wandb/offline-run-*).")
     p.add_argument("--runs-dir", type=str, default="runs")
-    p.add_argument("--dry-run", action="store_true", help="print the wandb sync command only")
+    p.add_argument("--reports-dir", type=str, default="reports", help="also upload report runs from here")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the offline runs (complete or cut short) and the wandb sync command; no login needed")
     p.add_argument("--include-synced", action="store_true")
     p.add_argument("--project", type=str, default=None)
     args = _parse(p, argv)
     if args is None:
         return 0
-    return sync(args.runs_dir, dry_run=args.dry_run, include_synced=args.include_synced, project=args.project)
+    return sync(args.runs_dir, dry_run=args.dry_run, include_synced=args.include_synced, project=args.project,
+                reports_dir=args.reports_dir)
 
 
 # --- ablate slurm --------------------------------------------------------------------------
@@ -241,6 +250,6 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ablate: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted) as err:
         print("ablate: error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return err.exit_code if isinstance(err, RunInterrupted) else 130

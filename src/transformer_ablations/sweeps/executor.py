@@ -5,7 +5,7 @@ It reads the same sweep files as ``wandb sweep``, asks wandb's open-source searc
 the command line ``wandb agent`` would run (``--key=value`` flags after the ``--config`` of the
 sweep's ``command``) and runs ``train(cfg)`` in a child process.
 
-Claims. Before a run starts, the executor takes an exclusive non-blocking ``fcntl.flock`` on
+Claims. Before a run starts, the executor takes an exclusive non-blocking ``filelock`` (flock) on
 ``<run dir>.lock`` (next to the run directory, whose name carries the config hash, so two grid
 points that normalise to the same config are one run). The OS releases the lock when the
 process holding it dies, so:
@@ -48,12 +48,16 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from ..training import records
+from ..training.interrupts import RunInterrupted, exit_code_of
+from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
+from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
 from .progress import SweepProgress
 from .validate import (
     Point,
     SweepSpec,
     _check_extra,
     dependency_order,
+    engine_runs,
     grid_points,
     load_sweep,
     parse_point,
@@ -62,16 +66,7 @@ from .validate import (
     to_python,
 )
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None
-
 TERMINAL = ("finished", "diverged", "failed")
-# Set in a run's child process: the path of the run lock the executor holds for it. ``train`` takes
-# the same lock when run on its own, and skips it when this names its lock (the child may not take
-# the lock its parent holds: flock conflicts between open file descriptions, even parent-child).
-HELD_LOCK_ENV = "ABLATE_RUN_LOCK_HELD"
 RunFn = Callable[[RunConfig], dict]
 LOG_NAME = "stdout.log"
 
@@ -136,60 +131,6 @@ class SweepPlan:
         return self.out_dir / self.spec.name
 
 
-# --- claims --------------------------------------------------------------------------------
-class RunLock:
-    """Exclusive, non-blocking, released by the OS when the holder dies.
-
-    The holder may delete the lock file when it is done (``release(remove=True)``, as a standalone
-    ``ablate fit`` does, so run folders hold no lock files): a process that locked the file just
-    before it was unlinked sees that its descriptor no longer names ``path`` and tries again."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):
-                os.close(fd)
-                return False
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:  # unlinked by its previous holder after we opened it: lock the new file
-                os.close(fd)
-                continue
-            self.fd = fd
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {os.uname().nodename} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-            return True
-        return False
-
-    def release(self, remove: bool = False) -> None:
-        if self.fd is not None:
-            if remove:  # while still holding it (see the class docstring)
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
-            with contextlib.suppress(OSError):
-                if fcntl is not None:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-
-
-def lock_path(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    return run_dir.with_name(run_dir.name + ".lock")
-
-
 # --- the child process -------------------------------------------------------------------------
 def _die_with_parent(parent_pid: int) -> None:
     """Make the kernel SIGKILL this process when the executor dies (Linux), else poll."""
@@ -247,11 +188,13 @@ _INTERRUPTED = False
 
 
 def _interrupt(signum, frame):  # pragma: no cover - child
-    """Ctrl-C / SIGTERM in a run: stop it like Ctrl-C, and remember that it was an interruption
-    (Lightning turns KeyboardInterrupt into SystemExit(1); the record must stay resumable)."""
+    """SIGINT / SIGTERM in a child outside ``train`` (which handles them itself): stop with
+    :class:`RunInterrupted`, once; the record stays resumable."""
     global _INTERRUPTED
+    if _INTERRUPTED:
+        return
     _INTERRUPTED = True
-    raise KeyboardInterrupt
+    raise RunInterrupted(signum)
 
 
 def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid):  # pragma: no cover - child
@@ -271,7 +214,12 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
     sys.argv = list(argv)  # what Lightning's DDP launcher re-executes for the other ranks
     code = 0
     try:
-        run_fn(cfg)
+        result = run_fn(cfg)
+        if isinstance(result, dict) and result.get("status") == "interrupted":  # train() recorded it
+            code = exit_code_of(result.get("signal"))
+            print(f"interrupted by {result.get('signal')}; the same `ablate sweep` resumes it", flush=True)
+    except RunInterrupted as err:
+        code = err.exit_code
     except KeyboardInterrupt:
         code = 130  # interrupted: the record stays `running` and resumes next time
     except SystemExit as err:
@@ -287,10 +235,21 @@ def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid)
             message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
             with contextlib.suppress(Exception):
                 _mark_failed(cfg, run_dir, message, 1)
+    finish_wandb(code)  # os._exit skips wandb's hooks: a run left open would be cut short on disk
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+INTERRUPT_EXITS = {130, 143, -int(signal.SIGINT), -int(signal.SIGTERM)}
+
+
+def _was_interrupted(summary: dict | None, exitcode: int | None) -> bool:
+    """A child that stopped for SIGINT / SIGTERM (its record says so, or its exit code does)."""
+    if summary is not None and summary.get("status") in TERMINAL:
+        return False
+    return (summary or {}).get("status") == "interrupted" or exitcode in INTERRUPT_EXITS
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -390,8 +349,7 @@ class Executor:
         out_dir = Path(o.runs_dir) / (o.suite or scale)
         if spec.method != "grid":
             probe = [{k: to_python(v["value"]) for k, v in s.config.items()}
-                     for s in sweeps_engine().next_runs(spec.engine_config(scale, o.extra), [], validate=True, n=2)
-                     if s is not None]
+                     for s in engine_runs(spec, spec.engine_config(scale, o.extra), [], 2) if s is not None]
             for params in probe:
                 parse_point(spec, params, str(out_dir))
             return SweepPlan(spec, scale, out_dir, [], [], needs=self._needs_of_params(spec, probe, out_dir))
@@ -512,6 +470,7 @@ class Executor:
             records.write_summary(point.run_dir, summary)
         env = self._child_env(slot)
         env[HELD_LOCK_ENV] = str(lock.path.resolve())
+        env[RUN_NAME_ENV] = point.label  # the wandb run name
         threads = int(env["OMP_NUM_THREADS"])
         argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ablate", subcommand, *point.argv]
         proc = ctx.Process(
@@ -528,7 +487,10 @@ class Executor:
         proc.join(timeout=5)
         wall = time.monotonic() - active.started
         summary = records.read_summary(point.run_dir)
-        if summary is None or summary.get("status") not in TERMINAL:
+        if _was_interrupted(summary, proc.exitcode):  # resumable: not failed, not done
+            summary = {**(summary or {}), "status": "interrupted",
+                       "error": f"interrupted ({describe_exit(proc.exitcode)}); the same `ablate sweep` resumes it"}
+        elif summary is None or summary.get("status") not in TERMINAL:
             summary = _mark_failed(
                 point.cfg, point.run_dir,
                 f"run process {describe_exit(proc.exitcode)} without writing a final summary", proc.exitcode,
@@ -630,7 +592,7 @@ class Executor:
                     if finished:
                         write_index(plan, suggested, self.options)
                 progress.refresh()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):
             self._stop_all(actives)
             raise
         finally:
@@ -650,7 +612,7 @@ class Executor:
         runs = [_sweep_run(spec, s) for s in known.values()]
         runs += [_sweep_run_from_params(a.point.params, "running") for a in actives.values()]
         for _ in range(100):  # a small space may only repeat runs that exist: stop then
-            suggestion = sweeps_engine().next_run(spec.engine_config(plan.scale, o.extra), runs, validate=True)
+            suggestion = next(iter(engine_runs(spec, spec.engine_config(plan.scale, o.extra), runs, 1)), None)
             if suggestion is None:
                 return None
             params = {k: to_python(v["value"]) for k, v in suggestion.config.items()}
@@ -672,7 +634,8 @@ def _records_in(sweep_dir: Path) -> dict:
     return out
 
 
-_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running"}
+_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running",
+          "interrupted": "running"}
 
 
 def _sweep_run(spec: SweepSpec, summary: dict):
@@ -693,7 +656,7 @@ def _install_sigterm():
     """SIGTERM (scheduler preemption) stops the executor like Ctrl-C: runs stay resumable."""
     try:
         def handler(signum, frame):
-            raise KeyboardInterrupt
+            raise RunInterrupted(signum)
 
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread

@@ -50,7 +50,7 @@ class SweepProgress:
         self.workers = max(1, workers)
         self.stream = stream or sys.stdout
         self.quiet = (not self.stream.isatty()) if quiet is None else quiet
-        self.counts = {"finished": 0, "diverged": 0, "failed": 0}
+        self.counts = {"finished": 0, "diverged": 0, "failed": 0, "interrupted": 0}
         self.skipped = 0  # already done before this session
         self.running: dict[str, tuple[str, float]] = {}  # run_id -> (label, started)
         self.durations: list[float] = []
@@ -143,9 +143,10 @@ class SweepProgress:
 
     def status_line(self) -> str:
         c = self.counts
+        interrupted = f", {c['interrupted']} interrupted" if c["interrupted"] else ""
         return (
             f"{self.done}/{self.total} done: {c['finished']} finished, {c['diverged']} diverged, "
-            f"{c['failed']} failed; {len(self.running)} running; ETA {fmt_duration(self.eta())}"
+            f"{c['failed']} failed{interrupted}; {len(self.running)} running; ETA {fmt_duration(self.eta())}"
         )
 
     def _renderable(self):

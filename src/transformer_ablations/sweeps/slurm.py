@@ -15,8 +15,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import resources
 from ..config import ConfigError
-from .validate import REPO_ROOT
 
 TEMPLATE_NAME = "slurm_agent.sbatch"
 _SAFE = re.compile(r"[\w.:/%@+,=\-]+")
@@ -29,11 +29,10 @@ def template_path(explicit: str | Path | None = None) -> Path:
         if not path.is_file():
             raise ConfigError(f"--template {path}: file not found")
         return path
-    for root in (Path.cwd(), REPO_ROOT):
-        path = root / "sweeps" / TEMPLATE_NAME
+    for path in (Path.cwd() / "sweeps" / TEMPLATE_NAME, resources.sweeps_dir() / TEMPLATE_NAME):
         if path.is_file():
             return path
-    raise ConfigError(f"sweeps/{TEMPLATE_NAME} not found (run from the repository root or pass --template)")
+    raise ConfigError(f"sweeps/{TEMPLATE_NAME} not found here nor in the installed package; pass --template")
 
 
 def _safe(name: str, value) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..config import flatten, to_dict
 from ..training import records
+from ..training.interrupts import RunInterrupted
 
 
 def _matches(flat: dict, spec: str) -> bool:
@@ -67,7 +68,7 @@ def fake_train(cfg) -> dict:
     flat = flatten(to_dict(cfg))
     try:
         time.sleep(float(os.environ.get("FAKE_TRAIN_SLEEP", "0") or 0))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):
         import sys
 
         print("fake_train: interrupted", flush=True)

@@ -36,13 +36,14 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, RunConfig, all_keys, toggle_values
+from .. import resources
+from ..config import ConfigError, RunConfig, all_keys, load_yaml, toggle_values
+from ..training.wandb_run import run_label
 
 METHODS = ("grid", "random", "bayes")
 SUBCOMMANDS = ("fit", "finetune")
 MACROS = ("${env}", "${interpreter}", "${program}")
 GOAL_TO_MODE = {"maximize": "max", "minimize": "min"}
-REPO_ROOT = Path(__file__).resolve().parents[3]  # src/transformer_ablations/sweeps/ -> repo root
 
 
 def sweeps_engine():
@@ -124,8 +125,7 @@ class Point:
     @property
     def label(self) -> str:
         """Short human name: the varying parameters without their prefixes."""
-        parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params.items() if k not in ("scale", "train.out_dir")]
-        return " ".join(parts)
+        return run_label(self.params)
 
 
 def _one_line(text: str) -> str:
@@ -140,20 +140,24 @@ def _load_yaml(path: Path) -> Any:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read sweep file ({err.strerror})") from None
     try:
-        return yaml.safe_load(text), text
+        return load_yaml(text), text
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML ({_one_line(err)[:200]})") from None
+    except ConfigError as err:  # a duplicate key
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def resolve_path(token: str, sweep_path: Path) -> str:
-    """A relative ``--config`` path: as given from the cwd, else from the repository root."""
+    """A relative ``--config`` path: as given from the cwd, else next to the sweep file's folder,
+    else the packaged experiment file (``experiments/q1_scaling.yaml`` or ``q1_scaling``)."""
     p = Path(token)
     if p.is_absolute() or p.exists() or token.lstrip().startswith("{"):
         return token
-    for root in (Path(sweep_path).resolve().parent.parent, REPO_ROOT):
-        if (root / p).exists():
-            return str(root / p)
-    return token
+    beside = Path(sweep_path).resolve().parent.parent / p
+    if beside.exists():
+        return str(beside)
+    packaged = resources.find_file(token, "experiments")
+    return str(packaged) if packaged else token
 
 
 def _parse_command(path: Path, raw: dict) -> tuple[str, list[str]]:
@@ -240,6 +244,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"{path}: not a valid wandb sweep: {_one_line('; '.join(violations))[:300]}")
     _check_parameters(path, raw.get("parameters"))
     metric = raw.get("metric") or {}
+    _check_method(path, method, metric, raw["parameters"])
     subcommand, base_args = _parse_command(path, raw)
     return SweepSpec(
         path=path,
@@ -255,6 +260,28 @@ def load_sweep(path: str | Path) -> SweepSpec:
     )
 
 
+GRID_KINDS = ("values", "value")  # grid search takes categorical and constant parameters (and int/q ranges)
+
+
+def _check_method(path: Path, method: str, metric: dict, params: dict) -> None:
+    """What the search engine would refuse only when asked for a run, as one line now."""
+    if method == "bayes" and not metric.get("name"):
+        raise ConfigError(f"{path}: method bayes needs `metric: {{name: <key the run logs>, goal: minimize|maximize}}`")
+    if method == "grid":
+        for key, spec in params.items():
+            if not any(k in spec for k in GRID_KINDS) and spec.get("distribution") not in ("int_uniform", "q_uniform"):
+                raise ConfigError(f"{path}: method grid needs `values: [...]` or `value: x` for parameter {key} "
+                                  f"(got {sorted(spec)}); use method random or bayes for a range")
+
+
+def engine_runs(spec: SweepSpec, config: dict, runs: list, n: int) -> list:
+    """``sweeps.next_runs`` with its ValueError / TypeError as one line naming the file."""
+    try:
+        return sweeps_engine().next_runs(config, runs, validate=True, n=n)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(f"{spec.path}: the {spec.method} search refuses this sweep: {_one_line(err)[:300]}") from None
+
+
 # --- suggestions -> points -> run configs -------------------------------------------------
 def grid_points(
     spec: SweepSpec, scale: str | None = None, extra: dict | None = None, max_runs: int | None = None
@@ -262,12 +289,11 @@ def grid_points(
     """Every grid point, in the engine's order (``sweeps.next_runs``), as plain-Python params."""
     if spec.method != "grid":
         raise ConfigError(f"{spec.path}: method {spec.method} has no finite grid")
-    engine = sweeps_engine()
     config = spec.engine_config(scale, extra)
     n = max_runs if max_runs is not None else 10**7  # the engine stops at the end of the grid
     if n <= 0:
         return []
-    suggestions = engine.next_runs(config, [], validate=True, n=n)
+    suggestions = engine_runs(spec, config, [], n)
     return [{k: to_python(v["value"]) for k, v in s.config.items()} for s in suggestions if s is not None]
 
 
@@ -324,10 +350,8 @@ def validate_sweep(path: str | Path, scale: str | None = None, extra: dict | Non
     if spec.method == "grid":
         points = grid_points(spec, scale, extra)
     else:
-        engine = sweeps_engine()
-        config = spec.engine_config(scale, extra)
         points = [{k: to_python(v["value"]) for k, v in s.config.items()}
-                  for s in engine.next_runs(config, [], validate=True, n=3) if s is not None]
+                  for s in engine_runs(spec, spec.engine_config(scale, extra), [], 3) if s is not None]
     for params in _combos_without_seed(points):
         parse_point(spec, params)
     return spec
@@ -359,10 +383,11 @@ def parse_sets(items: Sequence[str] | None) -> dict:
 
 # --- finding sweep files ----------------------------------------------------------------------
 def sweeps_dir() -> Path:
-    for root in (Path.cwd(), REPO_ROOT):
-        if (root / "sweeps").is_dir() and any((root / "sweeps").glob("q*.yaml")):
-            return root / "sweeps"
-    return Path.cwd() / "sweeps"
+    """``./sweeps`` when it holds sweep files (a user's own copies), else the packaged ones."""
+    local = Path.cwd() / "sweeps"
+    if local.is_dir() and any(local.glob("q*.yaml")):
+        return local
+    return resources.sweeps_dir()
 
 
 def resolve_sweep_files(names: Sequence[str]) -> list[Path]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import psutil
 import torch
+from lightning.fabric.utilities.throughput import Throughput as ThroughputMeter
 from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
@@ -80,43 +81,52 @@ def batch_tokens(batch: dict) -> int:
 
 class Throughput(L.Callback):
     """``train/tokens_per_s``, ``train/step_time_ms``, and from measured FLOPs ``train/tflops``
-    and ``train/mfu`` (peak: ``train.peak_tflops`` or Lightning's table of known GPUs)."""
+    and ``train/mfu`` (peak: ``train.peak_tflops`` or Lightning's table of known GPUs), over the
+    last ``log_every`` steps, computed by Lightning's windowed :class:`~lightning.fabric.utilities.
+    throughput.Throughput` from the time spent inside training steps.
+
+    Not Lightning's ``ThroughputMonitor`` callback: it logs straight to the loggers, so its rates never
+    reach ``callback_metrics`` and the run record (``summary.json``'s ``tokens_per_s``), and its clock
+    runs from the start of training, so data loading, validations' neighbours and checkpoint writes
+    count as step time."""
 
     def __init__(self, log_every: int, peak_tflops: float | None):
         self.log_every = log_every
         self.peak_tflops = peak_tflops
         self.flops_per_step: float | None = None
-        self.tokens = 0
-        self.elapsed = 0.0
         self._t0 = 0.0
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self.peak_tflops is None:
-            available = get_available_flops(pl_module.device, _compute_dtype(trainer))
-            self.peak_tflops = available / 1e12 if available else None
+    def on_train_start(self, trainer, pl_module) -> None:
+        peak = self.peak_tflops * 1e12 if self.peak_tflops else get_available_flops(pl_module.device, _compute_dtype(trainer))
+        self.meter = ThroughputMeter(available_flops=peak, world_size=trainer.world_size, window_size=self.log_every + 1)
+        self.totals = {"time": 0.0, "batches": 0, "samples": 0, "lengths": 0}
+        self.meter.update(**self.totals, flops=0)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.flops_per_step is None:
-            self.flops_per_step = _measure_step_flops(pl_module, batch) * trainer.world_size
+            self.flops_per_step = _measure_step_flops(pl_module, batch)  # per device
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        self.elapsed += time.perf_counter() - self._t0
-        self.tokens += batch_tokens(batch) * trainer.world_size
+        t = self.totals
+        t["time"] += time.perf_counter() - self._t0
+        t["batches"] += 1
+        t["samples"] += len(batch["input_ids"] if "input_ids" in batch else next(iter(batch.values())))
+        t["lengths"] += batch_tokens(batch)
+        self.meter.update(**t, flops=int(self.flops_per_step or 0))
         if (trainer.global_step + 1) % self.log_every:
             return
-        steps = self.log_every
-        step_time = self.elapsed / steps
-        pl_module.log("train/tokens_per_s", self.tokens / self.elapsed, on_step=True, on_epoch=False)
-        pl_module.log("train/step_time_ms", 1000 * step_time, on_step=True, on_epoch=False)
+        rates, world = self.meter.compute(), trainer.world_size
+        if "device/items_per_sec" not in rates:  # the window is not full yet (just after a resume)
+            return
+        pl_module.log("train/tokens_per_s", rates["device/items_per_sec"] * world, on_step=True, on_epoch=False)
+        pl_module.log("train/step_time_ms", 1000 / rates["device/batches_per_sec"], on_step=True, on_epoch=False)
         if self.flops_per_step:
-            tflops = self.flops_per_step / step_time / 1e12
-            pl_module.log("train/tflops", tflops, on_step=True, on_epoch=False)
-            if self.peak_tflops:
-                pl_module.log("train/mfu", tflops / self.peak_tflops, on_step=True, on_epoch=False)
-        self.tokens, self.elapsed = 0, 0.0
+            pl_module.log("train/tflops", rates["device/flops_per_sec"] * world / 1e12, on_step=True, on_epoch=False)
+            if "device/mfu" in rates:
+                pl_module.log("train/mfu", rates["device/mfu"], on_step=True, on_epoch=False)
 
 
 def _compute_dtype(trainer) -> torch.dtype:

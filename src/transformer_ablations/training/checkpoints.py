@@ -1,33 +1,54 @@
-"""Checkpoints: atomic saving, loading for reuse, safetensors export, and clear mismatch errors.
+"""Checkpoints: atomic saving, loading for reuse, Hugging Face-style export, and clear mismatch errors.
 
 A checkpoint carries everything needed to rebuild its model: the resolved run config
 (``hyper_parameters.config``), the number of classes, and the sentencepiece model bytes
-(``tokenizer``). :func:`load_pretrained` needs nothing else.
+(``tokenizer``). :func:`load_pretrained` needs nothing else. Checkpoints load with
+``torch.load(weights_only=True)``: tensors and plain data only (plus the package's config
+dataclasses, allow-listed), so a file holding arbitrary objects is refused, never executed.
 """
 
 from __future__ import annotations
 
 import io
-import json
+import os
+import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..config import ConfigError, ModelConfig, RunConfig, flatten, from_dict, to_dict
+from ..atomic import atomic_write_bytes
+from ..config import (
+    AttentionConfig,
+    ConfigError,
+    DataConfig,
+    FinetuneConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    flatten,
+    from_dict,
+    to_dict,
+)
 from ..data.tokenizer import Tokenizer
-from ..model import build_task_model
+from ..model.pretrained import CONFIG as EXPORT_CONFIG
+from ..model.pretrained import WEIGHTS as EXPORT_WEIGHTS
+from ..model.pretrained import PretrainedTransformer
 from .records import read_summary
 
-EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
+# the package's own classes a checkpoint may hold besides tensors and plain data
+SAFE_GLOBALS = [RunConfig, ModelConfig, AttentionConfig, DataConfig, FinetuneConfig, TrainConfig]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but temp file + rename: a kill mid-write keeps the old file."""
+    """Lightning's checkpoint writer, but temp file in the target's folder + fsync + rename: a kill
+    mid-write keeps the old file. (Lightning's own ``_atomic_save`` goes through an fsspec
+    transaction whose temp file is made by ``tempfile.mkstemp()`` in the system temp folder and then
+    ``shutil.move``-d: across filesystems that is a copy, torn by a kill, and nothing is fsynced; a
+    kill also leaves the temp file behind in /tmp. So this stays.)"""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
         buffer = io.BytesIO()
@@ -65,7 +86,13 @@ def read_checkpoint(path: str | Path) -> dict:
     if bad is not None:
         raise ConfigError(f"{p}: corrupted checkpoint (CRC mismatch in {bad}); use another checkpoint or retrain")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"{p}: refused: the checkpoint holds objects other than tensors and plain data "
+            f"({str(err).splitlines()[-1][:120]}); load only checkpoints written by ablate fit"
+        ) from None
     except Exception as err:  # noqa: BLE001 - torch.load raises any type on a corrupted archive or pickle
         raise ConfigError(f"{p}: corrupted checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
@@ -74,30 +101,37 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def _read_export(directory: Path) -> dict:
-    try:
-        meta = json.loads((directory / EXPORT_CONFIG).read_text())
-        weights = load_file(str(directory / EXPORT_WEIGHTS))
-        tokenizer = (directory / EXPORT_TOKENIZER).read_bytes()
-    except Exception as err:  # noqa: BLE001 - OSError, JSONDecodeError, safetensors' own errors
-        raise ConfigError(f"{directory}: not a complete export ({type(err).__name__}: {err})") from None
+    """An export folder as a checkpoint dict (for fine-tuning from it)."""
+    model = _from_export(directory)
     return {
-        "state_dict": {f"net.{k}": v for k, v in weights.items()},
-        "hyper_parameters": {"config": meta["config"], "num_classes": meta.get("num_classes")},
-        "tokenizer": tokenizer,
+        "state_dict": {f"net.{k}": v for k, v in model.net.state_dict().items()},
+        "hyper_parameters": {"config": to_dict(model.run_config), "num_classes": model.num_classes},
+        "tokenizer": model.tokenizer.to_bytes(),
     }
 
 
-def load_pretrained(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, RunConfig]:
-    """Rebuild (task model, tokenizer, config) from a checkpoint, run dir or export dir."""
+def _from_export(directory: Path) -> PretrainedTransformer:
+    try:
+        return PretrainedTransformer.from_pretrained(directory)
+    except Exception as err:  # noqa: BLE001 - OSError, JSONDecodeError, TypeError, safetensors' own errors
+        raise ConfigError(f"{directory}: not a complete export ({type(err).__name__}: {err})") from None
+
+
+def load_pretrained(path: str | Path) -> PretrainedTransformer:
+    """A checkpoint, run directory or export folder -> the trained model, in eval mode, with
+    ``.net`` (the task model), ``.tokenizer``, ``.run_config``, ``encode(texts)`` and ``predict(texts)``."""
     p = Path(path)
-    ckpt = read_checkpoint(p / EXPORT_WEIGHTS if (p / EXPORT_CONFIG).is_file() else checkpoint_file(p))
-    cfg = from_dict(ckpt["hyper_parameters"]["config"])
-    model = build_task_model(cfg, ckpt["hyper_parameters"].get("num_classes"))
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    load_state_strict(model, state, source=str(path))
+    if (p / EXPORT_CONFIG).is_file():
+        return _from_export(p)
+    ckpt = read_checkpoint(checkpoint_file(p))
     if not ckpt.get("tokenizer"):
         raise ConfigError(f"{path}: checkpoint has no tokenizer")
-    return model, Tokenizer.from_bytes(ckpt["tokenizer"]), cfg
+    cfg = from_dict(ckpt["hyper_parameters"]["config"])
+    model = PretrainedTransformer.from_run_config(cfg, ckpt["hyper_parameters"].get("num_classes"))
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    load_state_strict(model.net, state, source=str(path))
+    model.run_config, model.tokenizer = cfg, Tokenizer.from_bytes(ckpt["tokenizer"])
+    return model.eval()
 
 
 def load_state_strict(module: torch.nn.Module, state: dict, source: str) -> None:
@@ -125,35 +159,33 @@ def check_state_fits(module: torch.nn.Module, state: dict, source: str) -> None:
 
 
 def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` + ``tokenizer.model`` (re-importable)."""
-    ckpt = read_checkpoint(checkpoint_file(checkpoint, what="checkpoint"))
-    if not ckpt.get("tokenizer"):
-        raise ConfigError(f"checkpoint={checkpoint}: has no tokenizer; export needs a checkpoint written by ablate fit")
+    """``save_pretrained``: ``config.json`` (model fields), ``model.safetensors``, ``tokenizer.model``
+    and a model card, each file moved into ``out_dir`` whole (written in a sibling temp folder)."""
+    model = load_pretrained(checkpoint_file(checkpoint, what="checkpoint"))
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as err:
         raise ConfigError(f"out_dir={out_dir}: cannot create it ({err.strerror or type(err).__name__}); "
                           "choose a writable directory") from None
-    weights = {k.removeprefix("net."): v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    tmp = out / f".{EXPORT_WEIGHTS}.tmp"
-    save_file(_untie(weights), str(tmp))
-    tmp.replace(out / EXPORT_WEIGHTS)
-    meta = {"config": ckpt["hyper_parameters"]["config"], "num_classes": ckpt["hyper_parameters"].get("num_classes")}
-    atomic_write_text(out / EXPORT_CONFIG, json.dumps(meta, indent=2))
-    atomic_write_bytes(out / EXPORT_TOKENIZER, ckpt["tokenizer"])
+    try:
+        model.save_pretrained(staging)
+        for f in staging.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        for f in staging.iterdir():
+            f.unlink()
+        staging.rmdir()
     return out
 
 
-def _untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage (tied embeddings); store each tensor on its own."""
-    seen: dict[int, str] = {}
-    out = {}
-    for key, tensor in weights.items():
-        ptr = tensor.untyped_storage().data_ptr()
-        out[key] = tensor.clone() if ptr in seen else tensor
-        seen.setdefault(ptr, key)
-    return out
+def pretrained_objective(spec: str | Path) -> str:
+    """The objective a checkpoint, run directory or export folder was pretrained with."""
+    p = Path(spec)
+    if (p / EXPORT_CONFIG).is_file():
+        return _from_export(p).run_config.objective
+    return from_dict(read_checkpoint(checkpoint_file(p))["hyper_parameters"]["config"]).objective
 
 
 # --- pretrained checkpoints for fine-tuning -------------------------------------------------
@@ -174,7 +206,7 @@ def resolve_pretrained(cfg: RunConfig) -> Path | None:
             return checkpoint_file(run_dir)
     raise ConfigError(
         f"finetune.pretrained={spec}: no finished {sweep} run with objective={cfg.objective} seed={cfg.seed} "
-        f"under {root}; run `ablate sweep sweeps/{sweep}.yaml` first"
+        f"under {root}; run `ablate sweep {sweep}` first"
     )
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
-from ..config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, RunConfig, from_dict
+from ..config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, RunConfig, from_dict, length_buckets
 from ..model import build_task_model
 
 
@@ -26,11 +26,6 @@ def _classification_metrics(num_classes: int) -> MetricCollection:
             "mcc": MulticlassMatthewsCorrCoef(num_classes),
         }
     )
-
-
-def length_buckets(seq_len: int, n: int = 4) -> list[int]:
-    """Upper bounds of source-length buckets for exact match vs length (Q3)."""
-    return sorted({max(1, math.ceil(seq_len * (i + 1) / n)) for i in range(n)})
 
 
 class AblationModule(L.LightningModule):
@@ -157,7 +152,8 @@ class AblationModule(L.LightningModule):
                 continue
             (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": t.weight_decay, "name": "decay"},
+             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}],
             lr=t.lr,
             betas=(0.9, 0.98),
         )
@@ -170,7 +166,8 @@ class AblationModule(L.LightningModule):
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # "name": the key LearningRateMonitor logs the lr under (train/lr/decay, train/lr/no_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
 
     # --- checkpoints carry the RNG so a resumed run replays the same dropout ------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -8,6 +8,7 @@ resumes from its last checkpoint, bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import logging
 import math
@@ -15,12 +16,14 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 import warnings
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
@@ -45,9 +48,13 @@ from .checkpoints import (
     resolve_pretrained,
 )
 from .eval_records import ExampleRecorder
+from .interrupts import RunInterrupted, interrupts_raise
 from .module import AblationModule
-from .records import new_summary, read_summary, run_dir_for, write_config, write_summary
-from .tracking import ResumableCSVLogger, make_wandb_logger
+from .progress import StepProgress
+from .records import existing_record, new_summary, read_summary, run_dir_for, write_config, write_summary
+from .runlock import HELD_LOCK_ENV, RunLock, lock_path
+from .tracking import ResumableCSVLogger, check_wandb, make_wandb_logger
+from .wandb_run import wandb_finished
 
 FINAL = ("finished", "diverged")
 
@@ -57,7 +64,8 @@ def _quiet_libraries() -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):  # "Received SIGTERM": ours says it
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module=r"lightning\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -110,8 +118,6 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
 def _claim_run(run_dir: Path):
     """The run's exclusive lock (``<run_dir>.lock``, the executor's claim), or None when another
     process holds it. A process started by the executor (which holds the lock for it) skips it."""
-    from ..sweeps.executor import HELD_LOCK_ENV, RunLock, lock_path
-
     path = lock_path(run_dir)
     held = os.environ.get(HELD_LOCK_ENV)
     if held and Path(held).resolve() == path.resolve():
@@ -167,16 +173,29 @@ def _exists(previous: dict, run_dir: Path) -> dict:
 def train(cfg: RunConfig) -> dict:
     """Train one run; returns its summary dict (``status``, ``metrics``, ``run_dir`` …).
 
-    Every input (config, data, pretrained checkpoint, output location) is checked before the run
-    directory is created. ``status`` is ``exists`` for a finished or diverged record (left
-    untouched) and ``in_progress`` when another process is training this run (its lock is held)."""
+    Every input (config, trainer options, wandb mode, data, pretrained checkpoint, output
+    location) is checked before the run directory is created. ``status`` is ``exists`` for a
+    finished or diverged record (left untouched), ``in_progress`` when another process is training
+    this run (its lock is held), and ``interrupted`` after SIGINT / SIGTERM (``signal`` names it;
+    the record stays resumable)."""
     run_dir = run_dir_for(cfg)
-    previous = read_summary(run_dir)
+    _quiet_libraries()
+    check_trainer_options(cfg)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, wandb=check_wandb(cfg)))
+    previous = existing_record(run_dir, cfg)  # a torn record of a finished run is rebuilt, or refused
     if previous and previous.get("status") in FINAL:
         return _exists(previous, run_dir)
     _check_writable("train.out_dir", cfg.train.out_dir, run_dir)
     _check_writable("data.cache_dir", cfg.data.cache_dir, Path(cfg.data.cache_dir))
-    _quiet_libraries()
+    _check_metrics_csv(run_dir)
+    with interrupts_raise():
+        try:
+            return _train_claimed(cfg, run_dir)
+        except RunInterrupted as err:  # before training or around it (its record, if any, is marked)
+            return _record_interrupted(err, run_dir, None)
+
+
+def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resolved, datamodule, module = prepare(cfg)  # raises ConfigError for bad data or checkpoints
 
@@ -185,7 +204,7 @@ def train(cfg: RunConfig) -> dict:
         print(f"run in progress by another process: {run_dir}", file=sys.stderr)
         return {"status": "in_progress", "run_dir": str(run_dir), "metrics": {}}
     try:
-        previous = read_summary(run_dir)  # again, under the lock: another process may have finished it
+        previous = existing_record(run_dir, cfg)  # again, under the lock: another process may have finished it
         if previous and previous.get("status") in FINAL:
             return _exists(previous, run_dir)
         try:
@@ -194,7 +213,10 @@ def train(cfg: RunConfig) -> dict:
             raise ConfigError(f"train.out_dir={cfg.train.out_dir}: cannot create {run_dir} ({err.strerror})") from None
         if _is_rank_zero():
             _remove_stale_temp_files(run_dir)
-        return _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+        with wandb_finished() as end:  # the wandb run ends here on every path, with the run's exit code
+            summary = _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+            end.record = summary
+        return summary
     finally:
         lock.release(remove=True)
 
@@ -204,21 +226,32 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     summary = new_summary(cfg)
     summary["run_dir"] = str(run_dir)
     if previous:  # an interrupted run: keep its history, resume from the last checkpoint
-        summary["wall_time_s_before"] = previous.get("wall_time_s", 0.0)
+        summary["wall_time_s_before"] = previous.get("wall_time_s") or 0.0
         summary["resumed_from_step"] = previous.get("step") if last_ckpt.is_file() else 0  # RunRecord sets the exact step
+        summary["step"] = summary["resumed_from_step"]
     if _is_rank_zero():
         write_config(run_dir, resolved)
         write_summary(run_dir, summary)
 
     started = time.time()
     trainer = _make_trainer(resolved, run_dir, started)
+    interrupted = None
     try:
+        if last_ckpt.is_file() and not zipfile.is_zipfile(last_ckpt):
+            raise RuntimeError(f"{last_ckpt} is not a readable checkpoint (truncated or overwritten); "
+                               "restore it, or delete it to train the run from step 0")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last_ckpt) if last_ckpt.is_file() else None)
         summary["status"] = "finished"
     except RunDiverged as err:
         summary.update(status="diverged", diverged_step=err.step, error=str(err))
-    except (MemoryError, RuntimeError, OSError) as err:
+    except RunInterrupted as err:
+        interrupted = err
+    except Exception as err:  # noqa: BLE001 - any failure ends as a `failed` record with one line
+        if os.environ.get("ABLATE_DEBUG") == "1":
+            traceback.print_exc()
         summary.update(status="failed", error=failure_message(err))
+    if interrupted is not None:
+        return _record_interrupted(interrupted, run_dir, trainer)
     recorded = read_summary(run_dir) or {}
     summary["metrics"] = {**recorded.get("metrics", {}), **logged_metrics(trainer)}
     if recorded.get("resumed_from_step") is not None:  # the step of the checkpoint actually loaded
@@ -239,6 +272,68 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
         write_summary(run_dir, summary)
         _print_result(summary)
     return summary
+
+
+def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer | None) -> dict:
+    """A `running` record becomes `interrupted`; it keeps the step and metrics of the last checkpoint
+    (where a resume starts). Before the record exists there is nothing to mark."""
+    recorded = read_summary(run_dir) or {}
+    summary = {**recorded, "status": "interrupted", "signal": err.name, "run_dir": str(run_dir),
+               "metrics": recorded.get("metrics", {})}
+    if recorded.get("status") == "running":
+        summary["interrupted_at_step"] = trainer.global_step if trainer is not None else recorded.get("step", 0)
+        if _is_rank_zero():
+            write_summary(run_dir, summary)
+    return summary
+
+
+def check_trainer_options(cfg: RunConfig) -> None:
+    """``train.accelerator``, ``devices``, ``strategy`` and ``precision`` as Lightning accepts them
+    on this machine, checked by building a Trainer with them (nothing is written), so a bad
+    string is a usage error before the run exists. A precision Lightning would silently swap
+    (16-mixed on CPU trains bf16-mixed) is refused too: the record would name the wrong one."""
+    t = cfg.train
+    shown = f"train.accelerator={t.accelerator} train.devices={t.devices} train.strategy={t.strategy} " \
+            f"train.precision={t.precision}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            L.Trainer(**_hardware(cfg), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+        except Exception as err:  # noqa: BLE001 - Lightning raises ValueError, TypeError, MisconfigurationException, ImportError
+            text = " ".join(str(err).split())[:300]
+            key = next((k for k in ("precision", "strategy", "devices", "accelerator") if k in text.lower()), None)
+            where = f"train.{key}={getattr(t, key)}" if key else shown
+            raise ConfigError(f"{where}: {text}") from None
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if "precision" in text and "instead" in text:
+            raise ConfigError(f"train.precision={t.precision}: {text[:300]}")
+
+
+def _hardware(cfg: RunConfig) -> dict:
+    t = cfg.train
+    return {"accelerator": t.accelerator, "devices": int(t.devices) if t.devices.isdigit() else t.devices,
+            "strategy": t.strategy, "precision": t.precision}
+
+
+def _check_metrics_csv(run_dir: Path) -> None:
+    """A resumed run appends to ``metrics.csv``: it must be a UTF-8 table with a ``step`` column."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+            for _ in csv.reader(fh):
+                pass
+    except (UnicodeDecodeError, csv.Error) as err:
+        header, why = [], f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+    else:
+        why = "no `step` column in its header"
+    if "step" not in header:
+        raise ConfigError(f"{path} is not a metrics table ({why}); move it away or restore it, then run the same "
+                          "command again to resume (rows from the last checkpoint on are logged again)")
 
 
 def _finite_metrics(metrics: dict, recorded: dict) -> dict:
@@ -287,10 +382,9 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         record,
         checkpoint,
         ExampleRecorder(run_dir),
+        LearningRateMonitor(logging_interval="step"),  # train/lr/<param group>, every log_every steps
     ]
-    interactive = sys.stderr.isatty() and os.environ.get("CI") is None
-    if interactive:
-        callbacks.append(RichProgressBar(leave=False))
+    callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines
     loggers = [ResumableCSVLogger(run_dir)]
     wandb_logger = make_wandb_logger(cfg, run_dir)
     if wandb_logger is not None:
@@ -300,16 +394,13 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         max_epochs=-1,
         limit_train_batches=t.val_every,  # an "epoch" is val_every steps: validate + checkpoint at its end
         num_sanity_val_steps=0,
-        accelerator=t.accelerator,
-        devices=t.devices if not t.devices.isdigit() else int(t.devices),
-        strategy=t.strategy,
-        precision=t.precision,
+        **_hardware(cfg),
         gradient_clip_val=t.grad_clip or None,
         log_every_n_steps=t.log_every,
         callbacks=callbacks,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=interactive,
+        enable_progress_bar=True,
         enable_model_summary=False,
         deterministic=cfg.train.accelerator == "cpu",
         use_distributed_sampler=False,
@@ -317,6 +408,8 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
 
 
 def _print_result(summary: dict) -> None:
+    """One line: status, run dir, the first validation metrics and, for a failed or diverged run, why."""
     keys = [k for k in summary["metrics"] if k.startswith("val") and "/" in k]
     shown = ", ".join(f"{k}={summary['metrics'][k]:.4f}" for k in sorted(keys)[:6])
-    print(f"[{summary['status']}] {summary['run_dir']}  {shown}  ({summary['wall_time_s']:.1f}s)")
+    why = f"  {summary['error']}" if summary.get("error") and summary["status"] != "finished" else ""
+    print(f"[{summary['status']}] {summary['run_dir']}  {shown}  ({summary['wall_time_s']:.1f}s){why}")

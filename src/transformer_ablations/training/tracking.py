@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import netrc
 import os
+import socket
+import sys
+import threading
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..atomic import atomic_write_text
-from ..config import RunConfig, flatten, to_dict
+from ..config import ConfigError, RunConfig, flatten, to_dict
+from .wandb_run import run_name
 
 PROJECT = "transformer-ablations"
-
 
 def wandb_logged_in() -> bool:
     """An API key in the environment or in ~/.netrc; no network call."""
@@ -39,6 +45,51 @@ def wandb_mode(cfg: RunConfig) -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with the run config logged once, flat with dotted keys (given to
+    ``wandb.init``): the module's ``save_hyperparameters`` would add the whole config again as
+    one nested ``cfg`` blob."""
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def check_wandb(cfg: RunConfig) -> str:
+    """The mode this run will log in, decided before anything is created. Online without a login
+    is a usage error (:class:`ConfigError`); online (chosen, or ``auto`` with a login) when the
+    server cannot be reached falls back to offline with one warning line, instead of waiting for
+    wandb's 90 s init timeout (``ablate sync`` uploads the run later)."""
+    mode = wandb_mode(cfg)
+    if mode != "online":
+        return mode
+    if not wandb_logged_in():
+        raise ConfigError("train.wandb=online needs a wandb login (`wandb login` or WANDB_API_KEY); "
+                          "use train.wandb=offline, or auto to log online only when logged in")
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if not _reachable(url):
+        print(f"wandb: cannot reach {url}; this run logs offline (`ablate sync` uploads it later)", file=sys.stderr)
+        return "offline"
+    return mode
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """A TCP connection to the server within ``timeout`` s (name lookup included, in a thread,
+    since ``getaddrinfo`` has no timeout of its own)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+            ok.append(True)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
 def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     """A WandbLogger for this run, or None when disabled. The wandb run id is derived from the
     run directory, so a resumed run continues the same wandb run. ``log_model``: online runs
@@ -48,11 +99,9 @@ def make_wandb_logger(cfg: RunConfig, run_dir: Path):
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    from lightning.pytorch.loggers import WandbLogger
-
-    logger = WandbLogger(
+    logger = RunWandbLogger(
         project=os.environ.get("WANDB_PROJECT", PROJECT),
-        name=f"{cfg.experiment}/{run_dir.name}",
+        name=run_name(cfg),
         # under `wandb agent` the sweep owns the run id; elsewhere the run dir names it (resume continues it)
         id=None if os.environ.get("WANDB_SWEEP_ID") else f"{cfg.experiment}-{run_dir.name}".replace("/", "-"),
         group=cfg.experiment,

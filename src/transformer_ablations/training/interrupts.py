@@ -1,0 +1,66 @@
+"""SIGINT and SIGTERM as one exception that Lightning lets through.
+
+Lightning's ``fit`` turns a ``KeyboardInterrupt`` into ``sys.exit(1)`` and answers SIGTERM by
+raising ``SIGTERMException`` (a ``SystemExit`` with code 0) at the next step, so neither reaches
+the caller as an interruption. While :func:`interrupts_raise` is active, both signals raise
+:class:`RunInterrupted` instead (a ``BaseException`` that is not a ``KeyboardInterrupt``: Lightning
+runs its ``on_exception`` hooks and re-raises it), and the run is recorded as ``interrupted``.
+Lightning composes its own SIGTERM handler with this one (it calls ours after its own), so its
+DDP launcher still forwards the signal. A second signal while the first is being handled is only
+counted, so the record of the first is written whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(BaseException):
+    """SIGINT / SIGTERM arrived; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        self.name = signal.Signals(self.signum).name
+        super().__init__(f"interrupted by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(name: str | None) -> int:
+    """``SIGTERM`` -> 143, ``SIGINT`` (and anything unknown) -> 130."""
+    try:
+        return 128 + int(signal.Signals[name or "SIGINT"])
+    except KeyError:
+        return 130
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+    """SIGINT / SIGTERM raise :class:`RunInterrupted` in this process (the main thread; elsewhere
+    a no-op), the previous handlers come back on exit. Forked DataLoader workers inherit the
+    handler but ignore it: the main process shuts them down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+    state = {"raised": False}
+
+    def handler(signum, frame):
+        if os.getpid() != owner or state["raised"]:
+            return
+        state["raised"] = True
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
