@@ -1,12 +1,15 @@
-"""Run records + ``experiments/claims.yaml`` -> effects with 95% CIs, verdicts, figures, report.
+"""Run records + ``experiments/claims.yaml`` -> effects with intervals, tiered verdicts, figures, report.
 
-- :mod:`.collect`  read ``runs/<suite>/<sweep>/*/summary.json``, the attention-cost JSON, wandb sweeps
-- :mod:`.stats`    Student t, t-intervals, paired/Welch contrasts, verdict rules
-- :mod:`.claims`   load and validate the claims file
-- :mod:`.evaluate` claims × runs -> :class:`ClaimResult`
-- :mod:`.figures`  one figure per question (PNG)
-- :mod:`.render`   report.md, self-contained report.html, Rich console table
-- :mod:`.wandb_log` the report as a wandb run (``--wandb``); :mod:`.wandb_views` saved views per question
+- :mod:`.collect`    read ``runs/<suite>/<sweep>/*/summary.json``, the attention-cost JSON, wandb sweeps
+- :mod:`.stats`      scipy.stats t-intervals, paired/Welch contrasts, slopes, p-values (t, TOST), power
+- :mod:`.examples`   validation-sampling variance: paired bootstrap over per-example outcomes
+- :mod:`.verdicts`   tiers, Holm / Benjamini-Hochberg, the verdict vocabulary, false-support rate
+- :mod:`.claims`     load and validate the claims file
+- :mod:`.evaluate`   claims × runs -> :class:`ClaimResult` (:mod:`.cost` for the attention benchmark)
+- :mod:`.results`    claim results, preliminary verdicts, the per-tier adjustment
+- :mod:`.figures`    one figure per question (PNG); :mod:`.forest` the forest plot
+- :mod:`.render`     the document (:mod:`.document` blocks, :mod:`.tables`) and the Rich console table
+- :mod:`.wandb_log`  the report as a wandb run (``--wandb``); :mod:`.wandb_views` saved views per question
 """
 
 from __future__ import annotations
@@ -29,18 +32,24 @@ from .collect import (
     group_runs,
     sweep_file,
 )
+from .document import to_html, to_markdown
 from .evaluate import ClaimResult, evaluate_claims
 from .figures import QUESTION_SWEEPS, make_figures
-from .render import build_document, print_verdicts, to_html, to_markdown
-from .stats import Estimate, contrast_ci, difference_ci, mean_ci, t_quantile, verdict
+from .formatting import effect_label, format_effect
+from .render import build_document, print_verdicts
+from .stats import Estimate, contrast_ci, difference_ci, mean_ci
+from .verdicts import TIERS, VERDICTS, benjamini_hochberg, holm
 from .wandb_log import log_report_to_wandb
 
 __all__ = [
+    "TIERS",
+    "VERDICTS",
     "Claim",
     "ClaimResult",
     "Estimate",
     "RunCollection",
     "RunRecord",
+    "benjamini_hochberg",
     "build_report",
     "collect_runs",
     "collect_wandb",
@@ -48,11 +57,10 @@ __all__ = [
     "difference_ci",
     "evaluate_claims",
     "group_runs",
+    "holm",
     "load_claims",
     "log_report_to_wandb",
     "mean_ci",
-    "t_quantile",
-    "verdict",
 ]
 
 REPORT_MD, REPORT_HTML, VERDICTS_JSON, FIGURES_DIR = "report.md", "report.html", "verdicts.json", "figures"
@@ -102,12 +110,13 @@ def build_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = make_figures(coll, grids, report_dir / FIGURES_DIR)
     results = evaluate_claims(claims, coll)
-    blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir)
+    blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir, report_dir)
     title = f"Transformer ablations — {suite}"
     # atomically (temp + rename): a crash mid-write keeps the previous report whole
     atomic_write_text(report_dir / REPORT_MD, to_markdown(blocks, report_dir))
     atomic_write_text(report_dir / REPORT_HTML, to_html(blocks, title))
-    atomic_write_text(report_dir / VERDICTS_JSON, json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+    verdicts = [r.as_dict(effect_label(r.claim), format_effect(r.claim, r.shown)) for r in results]
+    atomic_write_text(report_dir / VERDICTS_JSON, json.dumps(verdicts, indent=2, ensure_ascii=False))
     if console:
         print_verdicts(results, None if console is True else console, title=f"Verdicts ({suite})")
     return report_dir / REPORT_MD

@@ -13,6 +13,13 @@ One entry per claim::
       expect: a_better
       literature: {direction: ..., anchor: ...}
       imprecision: optional text
+      tier: primary                  # primary | secondary | check | control (report/verdicts.py)
+
+``tier: control`` entries are null comparisons of known truth, built from existing runs, with
+``control``: ``relabel`` (the runs of a vs b with the arms swapped in a pseudo-random, seeded half
+of the seeds: no true effect remains) or ``split_seeds`` (only ``a``: its seeds split into two
+disjoint halves compared with each other, Welch). Controls take ``expect: a_better`` and need no
+``literature``.
 
 ``expect``:
 
@@ -45,6 +52,7 @@ import yaml
 from ..config import ConfigError, all_keys, toggle_values
 from ..sweeps.validate import load_sweep
 from .collect import fmt_value, same_value, sweep_file, sweep_grid
+from .verdicts import TIERS
 
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "q6")
 EXPECTS = ("a_better", "a_not_worse", "equivalent", "a_at_chance", "a_above_chance", "gap_grows")
@@ -58,9 +66,13 @@ ATTENTION_COST_KEYS: dict[str, tuple | None] = {"kind": ("dot_sdpa", "dot_refere
 ATTENTION_COST_METRICS = ("time_ms", "peak_mem_mb")
 RUN_METRIC_RE = re.compile(r"^(train|attn|val|val_len\d+x)/[A-Za-z0-9_./<>{}-]+$")
 
+CONTROLS = ("relabel", "split_seeds")
+NULL_LITERATURE = {"direction": "no effect (a null comparison of known truth)",
+                   "anchor": "negative control: the verdict machinery calibrated on itself"}
+
 _FIELDS = {
     "id", "question", "claim", "source", "sweep", "metric", "higher_is_better", "compare", "condition",
-    "expect", "margin", "chance", "along", "scale", "literature", "imprecision", "note",
+    "expect", "margin", "chance", "along", "scale", "literature", "imprecision", "note", "tier", "control",
 }
 
 
@@ -85,6 +97,8 @@ class Claim:
     scale: str = "linear"
     imprecision: str | None = None
     note: str | None = None
+    tier: str = "secondary"
+    control: str | None = None
 
     @property
     def orient(self) -> float:
@@ -143,6 +157,15 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         _fail(path, cid, f"unknown field(s) {', '.join(unknown)} (valid: {', '.join(sorted(_FIELDS))})")
+    tier, control = raw.get("tier"), raw.get("control")
+    if tier not in TIERS:
+        _fail(path, cid, f"tier={tier!r} must be one of {', '.join(TIERS)}")
+    if (tier == "control") != (control is not None):
+        _fail(path, cid, f"tier: control needs 'control' ({', '.join(CONTROLS)}), and only controls take it")
+    if control is not None and control not in CONTROLS:
+        _fail(path, cid, f"control={control!r} must be one of {', '.join(CONTROLS)}")
+    if control is not None:
+        raw = {"literature": NULL_LITERATURE, **raw}
     for req in ("question", "claim", "metric", "higher_is_better", "compare", "expect", "literature"):
         if req not in raw:
             _fail(path, cid, f"missing field '{req}'")
@@ -183,7 +206,9 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
         _fail(path, cid, f"compare has unknown entries {sorted(set(compare) - {'a', 'b'})} (only a, b)")
     a = _check_settings(path, cid, "compare.a", compare.get("a"), raw, grid)
     b = _check_settings(path, cid, "compare.b", compare.get("b"), raw, grid)
-    if expect in ONE_SIDED:
+    if control is not None:
+        _check_control(path, cid, control, expect, b, source)
+    elif expect in ONE_SIDED:
         if b:
             _fail(path, cid, f"expect={expect} compares a with chance: remove compare.b")
     elif not b:
@@ -214,8 +239,17 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
         sweep=raw.get("sweep"), source=source, condition=condition,
         margin=float(margin) if margin is not None else None, chance=float(chance) if chance is not None else None,
         along=along, scale=scale, imprecision=(str(raw["imprecision"]).strip() if raw.get("imprecision") else None),
-        note=(str(raw["note"]).strip() if raw.get("note") else None),
+        note=(str(raw["note"]).strip() if raw.get("note") else None), tier=tier, control=control,
     )
+
+
+def _check_control(path, cid, control: str, expect: str, b: dict, source: str) -> None:
+    if expect != "a_better" or source != "runs":
+        _fail(path, cid, "controls take expect: a_better on run records (source: runs)")
+    if control == "split_seeds" and b:
+        _fail(path, cid, "control: split_seeds compares a's seeds with each other: remove compare.b")
+    if control == "relabel" and not b:
+        _fail(path, cid, "control: relabel swaps the arms of a vs b: it needs compare.b")
 
 
 def _check_along(path, cid, along, raw, grid, used: set) -> dict:
@@ -265,4 +299,9 @@ def load_claims(path: str | Path, sweeps_dir: str | Path) -> list[Claim]:
             raise ConfigError(f"{path}: claim id '{c.id}' appears twice")
         seen.add(c.id)
         claims.append(c)
+    for q in QUESTIONS:
+        primaries = [c.id for c in claims if c.question == q and c.tier == "primary"]
+        if len(primaries) > 1:
+            raise ConfigError(f"{path}: question {q} has {len(primaries)} primary claims ({', '.join(primaries)}); "
+                              "exactly one claim per question may be primary")
     return claims

@@ -1,28 +1,38 @@
-"""Render the report: ``report.md`` (figures as relative PNG links), a self-contained
-``report.html`` (PNGs embedded as base64 data URIs) and a Rich console table of verdicts.
+"""Build the report's document (:mod:`.document` blocks) and the Rich console table of verdicts.
 
-The document is built once as a list of blocks (headings, paragraphs, tables, images, lists)
-and written to both formats, so the two never disagree.
+The document opens with the forest plot of the counted claims, then the primary table, the
+secondary table, the checks and the negative controls (:mod:`.tables`), then one section per
+question with its figures and every claim in detail.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .claims import Claim
 from .collect import RunCollection, RunRecord, fmt_point, fmt_value, missing_points, varying_keys
-from .evaluate import ClaimResult, format_effect
+from .document import Block, Bullets, Heading, Image, Para, Table
 from .figures import QUESTION_SWEEPS, FigureResult, q5_table
-from .stats import CONTRADICTED, NOT_RESOLVED, SUPPORTED, VERDICTS
+from .forest import forest_plot
+from .formatting import effect_label, format_effect
+from .results import ClaimResult
+from .tables import claim_tables, control_rate, counts_text, n_text, verdict_counts
+from .verdicts import (
+    ADJUSTMENT,
+    ALPHA,
+    CANNOT_DISCRIMINATE,
+    CONTRADICTED,
+    COUNTED_TIERS,
+    DETERMINISTIC,
+    SUPPORTED,
+    TIERS,
+    UNDERPOWERED,
+)
 
 QUESTIONS: dict[str, tuple[str, str]] = {
     "q1": (
@@ -71,154 +81,22 @@ QUESTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-# --- document blocks ---------------------------------------------------------------------
-@dataclass
-class Heading:
-    level: int
-    text: str
-    anchor: str | None = None
-
-
-@dataclass
-class Para:
-    text: str
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Image:
-    path: Path
-    caption: str
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-Block = Heading | Para | Table | Image | Bullets
-
-
-def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: Sequence[Block], base_dir: Path) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            anchor = f' <a id="{b.anchor}"></a>' if b.anchor else ""
-            out.append(f"{'#' * b.level} {b.text}{anchor}\n")
-        elif isinstance(b, Para):
-            out.append(b.text + "\n")
-        elif isinstance(b, Table):
-            out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
-            out.append("|" + "|".join("---" for _ in b.headers) + "|")
-            for r in b.rows:
-                out.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
-            out.append("")
-        elif isinstance(b, Image):
-            rel = b.path.relative_to(base_dir) if b.path.is_relative_to(base_dir) else b.path
-            out.append(f"![{b.caption}]({rel.as_posix()})\n")
-            out.append(f"*{b.caption}*\n")
-            for n in b.notes:
-                out.append(f"> Note: {n}\n")
-        elif isinstance(b, Bullets):
-            out.extend(f"- {i}" for i in b.items)
-            out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _inline(s: str) -> str:
-    s = html.escape(str(s), quote=False)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
-    s = re.sub(r"\[([^\]]+)\]\(#([\w-]+)\)", r'<a href="#\2">\1</a>', s)
-    return s
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{border-bottom:2px solid #ddd;padding-bottom:.2em}h2{border-bottom:1px solid #eee;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:4px 8px;
-vertical-align:top;text-align:left}th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
-td.v-supported{background:#d9f2d9!important;font-weight:600}td.v-contradicted{background:#f7d4d4!important;
-font-weight:600}td.v-not-resolved{background:#f3f0d8!important}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-style:italic;color:#555}
-.note{color:#7a5a00;font-size:.9em}code{background:#f4f4f4;padding:0 3px;border-radius:3px}
-"""
-
-
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    out = [
-        (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>"
-        )
-    ]
-    for b in blocks:
-        if isinstance(b, Heading):
-            anchor = f' id="{b.anchor}"' if b.anchor else ""
-            out.append(f"<h{b.level}{anchor}>{_inline(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            out.append(f"<p>{_inline(b.text)}</p>")
-        elif isinstance(b, Table):
-            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in b.headers) + "</tr></thead><tbody>")
-            for r in b.rows:
-                cells = []
-                for c in r:
-                    cls = f' class="v-{c.replace(" ", "-")}"' if c in VERDICTS else ""
-                    cells.append(f"<td{cls}>{_inline(c)}</td>")
-                out.append("<tr>" + "".join(cells) + "</tr>")
-            out.append("</tbody></table>")
-        elif isinstance(b, Image):
-            data = base64.b64encode(Path(b.path).read_bytes()).decode() if Path(b.path).is_file() else ""
-            notes = "".join(f"<div class='note'>Note: {_inline(n)}</div>" for n in b.notes)
-            out.append(f"<figure><img alt='{html.escape(b.caption, quote=True)}' src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{_inline(b.caption)}</figcaption>{notes}</figure>")
-        elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
 # --- pieces ------------------------------------------------------------------------------
-def n_text(r: ClaimResult) -> str:
-    e = r.estimate
-    if e is None:
-        return "0"
-    if e.method in ("paired", "one-sample", "slope") or len(e.ns) <= 1:
-        return str(e.n)
-    return "/".join(map(str, e.ns))
-
-
-def summary_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        c = r.claim
-        rows.append([
-            f"[{c.id}](#{c.id})", c.question.upper(), c.claim, f"{r.effect_text}", r.effect_label, n_text(r),
-            f"{c.literature_direction} — {c.literature_anchor}", r.verdict,
-        ])
-    return rows
-
-
-SUMMARY_HEADERS = ["id", "Q", "claim", "measured effect ± 95% CI [low, high]", "effect is", "n seeds",
-                   "literature (direction — anchor)", "verdict"]
+def _group_value(c: Claim, e) -> str:
+    if not math.isfinite(e.mean):
+        return "no values"
+    if c.scale == "log":
+        return f"geometric mean {math.exp(e.mean):.4g}"
+    if e.has_interval:
+        return f"{e.mean:.4f} [{e.lo:.4f}, {e.hi:.4f}]"
+    return f"{e.mean:.4f}" + (" (deterministic)" if e.deterministic else " (no CI)")
 
 
 def _claim_blocks(r: ClaimResult) -> list[Block]:
     c = r.claim
     where = f"sweep `{c.sweep}`" if c.source == "runs" else "attention-cost benchmark"
     items = [
-        f"**Claim:** {c.claim}",
+        f"**Claim** ({c.tier}{f', control: {c.control}' if c.control else ''}): {c.claim}",
         f"**Measured on:** {where}, metric `{c.metric}` ({'higher' if c.higher_is_better else 'lower'} is the "
         f"claimed direction for a); a = {fmt_point(c.a) or '—'}"
         + (f"; b = {fmt_point(c.b)}" if c.b else "")
@@ -226,21 +104,20 @@ def _claim_blocks(r: ClaimResult) -> list[Block]:
         + (f"; along {fmt_point(c.along)}" if c.along else ""),
         f"**Expectation:** {_expect_text(c)}",
     ]
-    for g in r.groups:
-        e = g.estimate
-        if c.scale == "log" and g.values:
-            val = f"geometric mean {math.exp(e.mean):.4g}" if math.isfinite(e.mean) else "—"
-        elif e.has_interval:
-            val = f"{e.mean:.4f} [{e.lo:.4f}, {e.hi:.4f}]"
-        elif g.values:
-            val = f"{e.mean:.4f} (no CI)"
-        else:
-            val = "no values"
-        items.append(f"{g.label}: {val}, n={len(g.values)}")
+    items.extend(f"{g.label}: {_group_value(c, g.estimate)}, n={len(g.values)}" for g in r.groups)
     est = r.estimate
     method = f" ({est.method}, df={est.df:.3g})" if est is not None and est.df is not None else (
         f" ({est.method})" if est is not None else "")
-    items.append(f"**Effect** ({r.effect_label}): {r.effect_text}{method}")
+    items.append(f"**Effect** ({effect_label(c)}): {format_effect(c, est)} at 95%{method}; interval from "
+                 f"{r.interval}")
+    if r.adjusted is not None and r.adjusted.confidence != (est.confidence if est else None):
+        items.append(f"**Adjusted interval** ({ADJUSTMENT[c.tier]}, {100 * r.adjusted.confidence:.4g}%): "
+                     f"{format_effect(c, r.adjusted)}")
+    if r.tested is not None:
+        items.append(f"**p** = {r.tested.p:.3g} (claim's one-sided test {r.tested.p_claim:.3g}, opposite "
+                     f"{r.tested.p_opposite:.3g})" + (f"; {ADJUSTMENT[c.tier]}-adjusted {r.p_adjusted:.3g} "
+                                                     f"(level {ALPHA[c.tier]:g})" if r.p_adjusted is not None
+                                                     and ADJUSTMENT[c.tier] != "none" else ""))
     items.append(f"**Verdict: {r.verdict}** — {r.reason}")
     items.append(f"**Literature:** {c.literature_direction} — {c.literature_anchor}")
     items.extend(r.details)
@@ -256,14 +133,16 @@ def _claim_blocks(r: ClaimResult) -> list[Block]:
 
 def _expect_text(c: Claim) -> str:
     m, ch = c.margin, c.chance
+    if c.control:
+        return "none: a null comparison (supported or contradicted here is a false finding)"
     if c.expect == "a_better":
-        return "a better than b (the CI of the oriented effect excludes 0)"
+        return "a better than b (t-test of the oriented effect)"
     if c.expect == "a_not_worse":
-        return f"a not worse than b by more than {m:g}"
+        return f"a not worse than b by more than {m:g} (non-inferiority t-test)"
     if c.expect == "equivalent":
-        return f"equivalent: |effect| ≤ {m:g}" + (" (relative)" if c.scale == "log" else "")
+        return f"equivalent: |effect| ≤ {m:g}" + (" (relative)" if c.scale == "log" else "") + " (TOST)"
     if c.expect == "a_at_chance":
-        return f"a at chance ({ch:g}): mean within ±{m:g} and the CI includes chance"
+        return f"a at chance ({ch:g}): within ±{m:g} of chance (TOST against chance ± margin)"
     if c.expect == "a_above_chance":
         return f"a {'above' if c.higher_is_better else 'below'} chance ({ch:g})"
     if c.expect == "gap_grows":
@@ -274,7 +153,7 @@ def _expect_text(c: Claim) -> str:
 def _data_says(r: ClaimResult) -> str:
     if r.estimate is None:
         return f"not measured yet ({r.reason})."
-    return f"{r.effect_label} = {r.effect_text}, n={n_text(r)} → {r.verdict}."
+    return f"{effect_label(r.claim)} = {format_effect(r.claim, r.shown)}, n={n_text(r)} → {r.verdict}."
 
 
 def divergence_table(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None) -> Table | None:
@@ -362,30 +241,33 @@ def build_document(
     grids: Mapping[str, Mapping],
     expected: Mapping[str, list[dict]],
     sweeps_dir: Path,
+    report_dir: Path,
 ) -> list[Block]:
-    counts = Counter(r.verdict for r in results)
+    counts = verdict_counts(results)
     by_sweep = coll.by_sweep()
+    counted = sum((counts[t] for t in COUNTED_TIERS), Counter())
+    forest, caption = forest_plot(results, report_dir / "figures" / "forest.png")
+    seed_only = [r.claim.id for r in results if r.estimate is not None and not r.interval.startswith("seeds +")
+                 and r.claim.source == "runs" and r.claim.metric.startswith("val")]
     blocks: list[Block] = [
         Heading(1, f"Transformer ablations — report for suite `{suite}`"),
         Para(f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(coll.runs)} run records in "
              f"{len(coll.sweeps)} sweeps under `{coll.root}`"
              + (f" ({len(coll.corrupt)} unreadable)" if coll.corrupt else "")
-             + f". Claims: **{counts[SUPPORTED]} supported**, **{counts[CONTRADICTED]} contradicted**, "
-               f"**{counts[NOT_RESOLVED]} not resolved** at this budget."),
-        Para("How to read: each effect is oriented so that a positive value (or a ratio above 1×) is the claimed "
-             "direction. Intervals are 95% Student-t intervals over seeds: paired by seed when both settings ran "
-             "the same seeds, Welch otherwise. **supported**: the interval excludes 0 in the claimed direction "
-             "(for an equivalence claim: it lies inside ±margin; for a chance claim: the mean is within the margin "
-             "of chance and the interval includes chance). **contradicted**: it excludes 0 the other way (or lies "
-             "entirely outside the equivalence margin). **not resolved**: neither, or fewer than two seeds."),
-        Heading(2, "Summary of claims", anchor="summary"),
-        Table(SUMMARY_HEADERS, summary_rows(results)),
+             + f". Counted claims (primary + secondary): **{counts_text(counted)}**. Checks: "
+               f"{counts_text(counts['check'])}. " + control_rate(results)[0]),
+        Image(forest, caption),
+        Para(HOW_TO_READ + (f" **Validation sampling:** {len(seed_only)} validation-metric claim(s) have no "
+                            "per-example outcomes (runs older than the per-example records, or sharded): their "
+                            "intervals cover seeds only and understate the uncertainty." if seed_only else "")),
+        *claim_tables(results),
     ]
     for q, (title, text) in QUESTIONS.items():
         blocks.append(Heading(2, title, anchor=q))
         blocks.append(Para(f"Claim under test: {text}"))
+        seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
         for f in figures.get(q, []):
-            blocks.append(Image(f.path, f.title, list(f.notes)))
+            blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
         if q == "q1":
             blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
             t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
@@ -421,22 +303,55 @@ def build_document(
     return blocks
 
 
+def _figure_caption(name: str, n_seeds: int) -> str:
+    if name == "q4_cost":
+        return ("Points: mean over the benchmark's repeats per T; bars: 95% t-interval over the repeats (repeats "
+                "are not independent replicates; peak memory is deterministic). No multiplicity adjustment.")
+    if name == "q5_table":
+        return f"Cells: mean ± 95% t-interval half-width over seeds (n = {n_seeds} seeds), unadjusted."
+    return (f"n = {n_seeds} seeds per cell (fewer where runs are missing: see the notes); bars: 95% t-intervals over "
+            "seeds, unadjusted for multiplicity, clipped to a bounded metric's range; no bar for one seed or zero "
+            "variance.")
+
+
+HOW_TO_READ = (
+    "How to read: each effect is oriented so that a positive value (or a ratio above 1×) is the claimed direction. "
+    "Intervals are Student-t intervals over seeds (paired by seed when both settings ran the same seeds, Welch "
+    "otherwise) from scipy.stats; where the runs kept per-example validation outcomes, the variance of a paired "
+    "bootstrap over validation examples (the same resample in every seed and arm, since the validation set is "
+    "shared) is added. Intervals of bounded metrics are clipped to the metric's range (noted where it happens). "
+    "Each claim's p is twice the smaller of its own one-sided test (t, non-inferiority, or TOST for equivalence "
+    "and at-chance claims) and the test of the opposite; **supported**/**contradicted** need the adjusted p below "
+    "the tier's level (Holm 5% over the primaries, Benjamini-Hochberg 10% over the secondaries). **not resolved — "
+    "underpowered** gives the minimum detectable effect and the seeds that would resolve it; **not resolved — "
+    "cannot discriminate**: every compared arm sits at the metric's ceiling or floor; **deterministic**: zero "
+    "variance over seeds, a measured value that is never counted as evidence; **not run**: no runs."
+)
+
+
 def print_verdicts(results: Sequence[ClaimResult], console: Any = None, title: str = "Verdicts") -> None:
-    """A Rich table of claim verdicts on the console."""
+    """A Rich table of claim verdicts on the console, by tier."""
     from rich.console import Console
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     console = console or Console()
-    style = {SUPPORTED: "green", CONTRADICTED: "red", NOT_RESOLVED: "yellow"}
+    style = {SUPPORTED: "green", CONTRADICTED: "red", UNDERPOWERED: "yellow", CANNOT_DISCRIMINATE: "yellow",
+             DETERMINISTIC: "blue"}
     t = RichTable(title=title, show_lines=False)
-    t.add_column("claim", overflow="fold", ratio=1)
-    t.add_column("effect [95% CI]", no_wrap=True, min_width=24)
-    t.add_column("n", justify="right", no_wrap=True, min_width=2)
-    t.add_column("verdict", no_wrap=True, min_width=12)
-    for r in results:
-        t.add_row(r.claim.id, format_effect(r.claim, r.estimate, compact=True), n_text(r),
-                  f"[{style.get(r.verdict, '')}]{r.verdict}[/]")
+    t.add_column("tier", no_wrap=True, min_width=9)
+    t.add_column("claim", overflow="fold", ratio=1, min_width=24)
+    t.add_column("effect [adjusted CI]", overflow="fold", min_width=16)
+    t.add_column("n", justify="right", no_wrap=True, min_width=3)
+    t.add_column("p adj", justify="right", no_wrap=True, min_width=8)
+    t.add_column("verdict", overflow="fold", min_width=14)
+    for tier in TIERS:
+        for r in (r for r in results if r.claim.tier == tier):
+            padj = "—" if r.p_adjusted is None else f"{r.p_adjusted:.3g}"
+            t.add_row(tier, r.claim.id, format_effect(r.claim, r.shown, compact=True), n_text(r), padj,
+                      Text(r.verdict or "", style=style.get(r.verdict, "")))
     console.print(t)
-    counts = Counter(r.verdict for r in results)
-    console.print(f"{counts[SUPPORTED]} supported, {counts[CONTRADICTED]} contradicted, "
-                  f"{counts[NOT_RESOLVED]} not resolved")
+    counts = verdict_counts(results)
+    for tier in TIERS:
+        console.print(f"{tier}: {counts_text(counts[tier])}")
+    console.print(control_rate(results)[0].replace("**", ""))

@@ -52,6 +52,7 @@ class AblationModule(L.LightningModule):
             self.exact_by_len = nn.ModuleList(MeanMetric() for _ in self.buckets)
         self.special_ids: dict[str, int] = {}  # bos/eos for greedy decoding, set by train()
         self.last_attention_stats: list[dict] | None = None
+        self.last_val_output, self.last_exact = None, None
         self.want_attention_stats = False
         if self.cfg.finetune.mode == "probe" and self.is_classifier:
             self.freeze_backbone()
@@ -77,6 +78,7 @@ class AblationModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0):
         out = self.net(batch)
+        self.last_val_output = out  # read by eval_records.ExampleRecorder (per-example outcomes)
         n = out.targets.numel()
         self.val_loss[dataloader_idx].update(out.loss.detach(), weight=max(n, 1))
         metrics = self.val_metrics[dataloader_idx]
@@ -105,6 +107,7 @@ class AblationModule(L.LightningModule):
             device=labels.device,
         )
         self.exact.update(exact)
+        self.last_exact = exact  # per example, for eval_records.ExampleRecorder
         src_len = batch["src_len"]
         lower = 0
         for metric, upper in zip(self.exact_by_len, self.buckets):

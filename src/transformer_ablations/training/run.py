@@ -47,6 +47,7 @@ from .checkpoints import (
     read_checkpoint,
     resolve_pretrained,
 )
+from .eval_records import ExampleRecorder
 from .interrupts import RunInterrupted, interrupts_raise
 from .module import AblationModule
 from .progress import StepProgress
@@ -380,6 +381,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         Throughput(t.log_every, t.peak_tflops),
         record,
         checkpoint,
+        ExampleRecorder(run_dir),
         LearningRateMonitor(logging_interval="step"),  # train/lr/<param group>, every log_every steps
     ]
     callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines
