@@ -281,7 +281,9 @@ def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer |
     summary = {**recorded, "status": "interrupted", "signal": err.name, "run_dir": str(run_dir),
                "metrics": recorded.get("metrics", {})}
     if recorded.get("status") == "running":
-        summary["interrupted_at_step"] = trainer.global_step if trainer is not None else recorded.get("step", 0)
+        # a trainer stopped before it restored last.ckpt still says step 0: the run stands at least at its checkpoint
+        at = trainer.global_step if trainer is not None else 0
+        summary["interrupted_at_step"] = max(at, recorded.get("step") or 0)
         if _is_rank_zero():
             write_summary(run_dir, summary)
     return summary
