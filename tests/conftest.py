@@ -30,3 +30,31 @@ def tiny_model_config(**overrides) -> ModelConfig:
 @pytest.fixture
 def make_model_cfg():
     return tiny_model_config
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture
+def crash_at_step(monkeypatch):
+    """``crash_at_step(cfg, step)``: train ``cfg`` with an exception raised before the optimizer step
+    ``step`` (a simulated kill), assert that the run is recorded as failed, and restore training."""
+    from transformer_ablations.training import callbacks
+    from transformer_ablations.training.run import train
+
+    original = callbacks.DivergenceGuard.on_before_optimizer_step
+
+    def run(cfg, step: int) -> dict:
+        def crash(self, trainer, pl_module, optimizer):
+            if trainer.global_step == step:
+                raise Crash("simulated kill")
+            return original(self, trainer, pl_module, optimizer)
+
+        monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", crash)
+        crashed = train(cfg)  # a crash is recorded, not raised
+        monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", original)
+        assert crashed["status"] == "failed" and "simulated kill" in str(crashed.get("error")), crashed
+        return crashed
+
+    return run

@@ -173,13 +173,12 @@ class Crash(Exception):
 
 @pytest.mark.gpu
 @CUDA
-def test_resumed_run_matches_uninterrupted_run_on_the_gpu(tmp_path, monkeypatch):
+def test_resumed_run_matches_uninterrupted_run_on_the_gpu(tmp_path, crash_at_step):
     """As the CPU test (q5_pretrain smoke, dropout 0.1, killed at step 6, resumed from step 4), on cuda:0.
     Metrics agree to a relative 1e-4, not bit for bit: SDPA's fp32 (memory-efficient) backward adds with
     atomics, so two uninterrupted GPU runs differ in the last bits too; a resume that loses optimizer,
     schedule, data-order or RNG state moves the losses by far more than that."""
     from transformer_ablations.cli import parse_run_config
-    from transformer_ablations.training import callbacks
     from transformer_ablations.training.run import train
 
     def cfg(out: Path):
@@ -191,17 +190,7 @@ def test_resumed_run_matches_uninterrupted_run_on_the_gpu(tmp_path, monkeypatch)
         ])
 
     whole = train(cfg(tmp_path / "whole"))
-    original = callbacks.DivergenceGuard.on_before_optimizer_step
-
-    def crash_at_step_6(self, trainer, pl_module, optimizer):
-        if trainer.global_step == 6:
-            raise Crash("simulated kill")
-        return original(self, trainer, pl_module, optimizer)
-
-    monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", crash_at_step_6)
-    with pytest.raises(Crash):
-        train(cfg(tmp_path / "resumed"))
-    monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", original)
+    crash_at_step(cfg(tmp_path / "resumed"), 6)
     resumed = train(cfg(tmp_path / "resumed"))
     assert whole["status"] == resumed["status"] == "finished"
     assert resumed["resumed_from_step"] == 4

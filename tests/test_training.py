@@ -92,23 +92,12 @@ class Crash(Exception):
     pass
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, crash_at_step):
     extra = ("--train.max_steps=12", "--train.val_every=4", "--model.dropout=0.1")
     whole = train(cfg_for("q5_pretrain", tmp_path / "whole", *extra))
 
-    from transformer_ablations.training import callbacks
 
-    original = callbacks.DivergenceGuard.on_before_optimizer_step
-
-    def crash_at_step_6(self, trainer, pl_module, optimizer):
-        if trainer.global_step == 6:
-            raise Crash("simulated kill")
-        return original(self, trainer, pl_module, optimizer)
-
-    monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", crash_at_step_6)
-    crashed = train(cfg_for("q5_pretrain", tmp_path / "resumed", *extra))  # a crash is recorded, not raised
-    assert crashed["status"] == "failed" and "simulated kill" in str(crashed.get("error")), crashed
-    monkeypatch.setattr(callbacks.DivergenceGuard, "on_before_optimizer_step", original)
+    crash_at_step(cfg_for("q5_pretrain", tmp_path / "resumed", *extra), 6)
     resumed = train(cfg_for("q5_pretrain", tmp_path / "resumed", *extra))
     assert resumed["resumed_from_step"] == 4
     for key, value in whole["metrics"].items():
