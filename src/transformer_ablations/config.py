@@ -42,6 +42,7 @@ Task = Literal[
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
+    "pair_tag",  # sentence-pair token tagging: is this word of A in B? (Q5/Q6; no boundary cue but [SEP])
 ]
 Scale = Literal["smoke", "quick", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -105,7 +106,7 @@ class DataConfig:
     source: str = "synthetic"
     """synthetic, file:<path> or hf:<name>[:<config>]"""
     task: Task = "corpus"
-    """corpus (pretraining), retrieval, order, reverse, sort, translate, single or pair"""
+    """corpus (pretraining), retrieval, order, reverse, sort, translate, single, pair or pair_tag"""
     seq_len: int = 64
     """tokens per training example"""
     n_train: int = 2000
@@ -204,7 +205,8 @@ class ConfigError(ValueError):
     """A config that cannot run. The message is one line: what is wrong and what is valid."""
 
 
-CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval")
+CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval", "pair_tag")
+TAGGING_TASKS = ("pair_tag",)  # classification of tokens, not rows: metrics are token-level
 SEQ2SEQ_TASKS = ("reverse", "sort", "translate")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy / Lightning's seed_everything accept
 

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from transformer_ablations.config import RunConfig
+from transformer_ablations.config import TAGGING_TASKS, RunConfig
 from transformer_ablations.data.collate import (
     CausalCollator,
     ClassificationCollator,
@@ -29,6 +29,7 @@ from transformer_ablations.data.collate import (
 )
 from transformer_ablations.data.prepare import Prepared, prepare
 from transformer_ablations.data.sampling import StreamBatchSampler, StreamDataset
+from transformer_ablations.data.tagging import TaggingCollator
 from transformer_ablations.data.tokenizer import Tokenizer
 
 
@@ -77,6 +78,8 @@ class AblationDataModule(L.LightningDataModule):
         if self.kind == "seq2seq":
             mode = "decoder" if self.cfg.model.arch == "decoder" else "encoder_decoder"
             return Seq2SeqCollator(tok, max_len, mode)
+        if d.task in TAGGING_TASKS:
+            return TaggingCollator(tok, max_len, d.pair_format)
         return ClassificationCollator(tok, max_len, d.pair_format)
 
     def _loader(self, split: str, dataset=None, **kwargs) -> DataLoader:

@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 
 DATA_SEED = 1234
 CACHE_VERSION = "data-v1"
-SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort")
+SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort", "pair_tag")
 LENGTH_TASKS = ("corpus", "order", "retrieval", "reverse", "sort", "translate")
 RETRIEVAL_VALUES = 16
 NSP_SAME_TOPIC = 0.5  # synthetic corpus: share of NSP negatives drawn from another document of the same topic
 MIN_SEQ_LEN = {"corpus": 8, "order": 6, "retrieval": 8, "reverse": 5, "sort": 5, "translate": 11,
-               "single": 4, "pair": 6}
+               "single": 4, "pair": 6, "pair_tag": 6}
 
 
 @dataclass
@@ -475,7 +475,8 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
             splits[name] = ds
 
     else:  # classification
-        pair_task = d.task == "pair"
+        pair_task = d.task in ("pair", "pair_tag")
+        targets = ["tags"] if d.task == "pair_tag" else ["label"]
         if synthetic_src:
             raw = {}
             for name, Ln in lengths.items():
@@ -487,13 +488,15 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                     lo, hi = _range("retrieval", Ln, mult[name])
                     rows = synthetic.retrieval(n, seed=seeds[name], min_pairs=lo, max_pairs=hi,
                                                n_keys=_retrieval_keys(cfg), n_values=RETRIEVAL_VALUES)
+                elif d.task == "pair_tag":
+                    rows = synthetic.pair_tag(n, seed=seeds[name], split="train" if name == "train" else "val")
                 elif d.task == "single":
                     rows = synthetic.single(n, seed=seeds[name], split="train" if name == "train" else "val")
                 else:
                     rows = synthetic.pair(n, seed=seeds[name], split="train" if name == "train" else "val")
                 raw[name] = [{"text_a": r.get("text", r.get("text_a")), "text_b": r.get("text_b"),
-                              "label": r["label"]} for r in rows]
-            num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2}[d.task]
+                              **{t: r[t] for t in targets}} for r in rows]
+            num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2, "pair_tag": 2}[d.task]
         else:
             ld = source
             raw = {"train": _cap(_shuffled(ld.train, "train"), d.n_train),
@@ -505,7 +508,9 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
         tok = tokenizer
         fields = {"text_a": "a_ids", **({"text_b": "b_ids"} if pair_task else {})}
         for name, rows in raw.items():
-            splits[name] = _tokenize_rows(rows, tok, fields, ["label"])
+            splits[name] = _tokenize_rows(rows, tok, fields, targets)
+            if d.task == "pair_tag" and any(len(x) != len(t) for x, t in zip(splits[name]["a_ids"], splits[name]["tags"])):
+                raise ConfigError("data.task=pair_tag needs one token per word of A (a word-level tokenizer)")
 
     _warn_unk(splits["train"], tok, d.task)
     store_tokenizer()

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLASSIFICATION_TASKS, ConfigError, ModelConfig, RunConfig
-from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, predicted_positions
+from ..config import CLASSIFICATION_TASKS, TAGGING_TASKS, ConfigError, ModelConfig, RunConfig
+from . import cpu_linear
+from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, init_weights, predicted_positions
 from .transformer import Transformer
 
 
@@ -222,6 +223,30 @@ class SequenceClassifier(nn.Module):
         return TaskOutput(F.cross_entropy(logits, labels), logits, labels, {}, stats)
 
 
+class TokenTagger(nn.Module):
+    """Backbone + one linear layer per token (the ``pair_tag`` task); ``labels`` [B, T] hold class ids,
+    -100 where a token is not tagged. Logits and targets cover the N tagged tokens ([N, C], [N]), so the
+    classification metrics are token-level. Each token is tagged from its own hidden state: a causal
+    backbone tags a word of A from A's prefix only, a bidirectional one from the whole row (BERT
+    Table 5's left-to-right gap). Frozen (``finetune.mode=probe``) it is a linear probe of the token
+    states; ``finetune.pooling`` plays no part."""
+
+    def __init__(self, model_cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        self.backbone = Transformer(model_cfg)
+        self.dropout = nn.Dropout(model_cfg.dropout)
+        self.classifier = cpu_linear.Linear(model_cfg.d_model, num_classes)
+        self.classifier.apply(init_weights)
+
+    def forward(self, batch: dict[str, Tensor], return_stats: bool = False) -> TaskOutput:
+        hidden, stats = self.backbone(
+            batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"), return_stats=return_stats
+        )
+        tagged, targets = predicted_positions(hidden, batch["labels"])  # [N, D], [N]
+        logits = self.classifier(self.dropout(tagged))  # [N, C]
+        return TaskOutput(F.cross_entropy(logits, targets), logits, targets, {}, stats)
+
+
 PRETRAINING_MODELS = {
     "mlm": lambda m: MaskedLM(m, nsp=False),
     "mlm_nsp": lambda m: MaskedLM(m, nsp=True),
@@ -238,6 +263,8 @@ def build_task_model(cfg: RunConfig, num_classes: int | None = None) -> nn.Modul
             raise ConfigError(
                 f"data.task={cfg.data.task} is a classification task: build_task_model needs num_classes"
             )
+        if cfg.data.task in TAGGING_TASKS:
+            return TokenTagger(cfg.model, num_classes)
         return SequenceClassifier(cfg.model, num_classes, cfg.finetune.pooling)
     if cfg.objective not in PRETRAINING_MODELS:
         raise ConfigError(f"objective={cfg.objective} has no model for data.task={cfg.data.task}")
