@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,7 +135,7 @@ def _fake_run(root, name, objective, seed, segments):
     run = root / "q5_pretrain" / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.ckpt").write_bytes(b"not read by resolve")
-    conf = {"objective": objective, "seed": seed, "model": {"segment_embeddings": segments}}
+    conf = {"objective": objective, "seed": seed, "model.segment_embeddings": segments}  # flat, as records are
     (run / "summary.json").write_text(json.dumps({"status": "finished", "config": conf}))
     return run
 
@@ -150,3 +151,30 @@ def test_chain_finds_the_encoder_pretrained_without_segment_embeddings(tmp_path)
     cfg.seed = 1
     with pytest.raises(ConfigError, match="objective=mlm seed=1 model.segment_embeddings=false"):
         resolve_pretrained(cfg)
+
+
+def test_q6_sep_segments_fine_tunes_the_encoder_pretrained_without_segments(tmp_path):
+    """End to end at smoke scale: the Q5 -> Q6 chain with segment embeddings off on both sides."""
+    from transformer_ablations.cli import parse_run_config
+    from transformer_ablations.training.checkpoints import read_checkpoint
+    from transformer_ablations.training.run import train
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    out = tmp_path / "runs"
+
+    def cfg(experiment, *extra):
+        return parse_run_config(["--config", str(root / f"{experiment}.yaml"), "--scale=smoke",
+                                 f"--train.out_dir={out}", f"--data.cache_dir={tmp_path / 'cache'}",
+                                 "--train.wandb=disabled", "--train.accelerator=cpu", *extra])
+
+    for segments in ("true", "false"):
+        assert train(cfg("q5_pretrain", "--objective=mlm", f"--model.segment_embeddings={segments}"))["status"] \
+            == "finished"
+    # the when: rules keep segment embeddings for the other objectives (their false points alias true runs)
+    assert cfg("q5_pretrain", "--objective=mlm_nsp", "--model.segment_embeddings=false").model.segment_embeddings
+    result = train(cfg("q6_sep_segments", "--model.segment_embeddings=false", "--data.pair_format=concat"))
+    assert result["status"] == "finished", result
+    summary = json.loads((Path(result["run_dir"]) / "summary.json").read_text())
+    assert summary["config"]["model.segment_embeddings"] is False and "val/acc" in summary["metrics"]
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not any("seg_embedding" in k for k in state)

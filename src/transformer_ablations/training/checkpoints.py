@@ -203,7 +203,7 @@ def resolve_pretrained(cfg: RunConfig) -> Path | None:
     for run_dir in sorted(root.glob("*/")):
         summary = read_summary(run_dir) or {}
         conf = summary.get("config", {})
-        segments = conf.get("model", {}).get("segment_embeddings", True)
+        segments = conf.get("model.segment_embeddings", True)  # the record's config is flat (dotted keys)
         if (summary.get("status") == "finished" and conf.get("objective") == cfg.objective
                 and conf.get("seed") == cfg.seed and segments == cfg.model.segment_embeddings):
             return checkpoint_file(run_dir)
