@@ -42,7 +42,7 @@ Task = Literal[
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
-    "pair_tag",  # sentence-pair token tagging: is this word of A in B? (Q5/Q6; no boundary cue but [SEP])
+    "pair_tag",  # sentence-pair token tagging: each word of A tagged with B's mood (Q5/Q6; no boundary word)
 ]
 Scale = Literal["smoke", "quick", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]

@@ -23,6 +23,8 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
   each clause SVO -> SOV with adjectives after their noun.
 - ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
 - ``pair`` (Q5/Q6): label 1 iff sentence B keeps the mood of sentence A.
+- ``pair_tag`` (Q5/Q6): token tagging; every content word of A (a sentence of mixed mood) is tagged
+  with the mood of B, so a left-to-right reader of A is at chance; no "." or other boundary word.
 - ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
   verbs and adjectives of each polarity, the *val* split only the other half. A model must know
   the held-out words' classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
