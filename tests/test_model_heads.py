@@ -13,9 +13,9 @@ from transformer_ablations.model import (
     MaskedLM,
     Seq2Seq,
     SequenceClassifier,
-    build_task_model,
     pool,
 )
+from transformer_ablations.tasks import build_model
 
 BOS, EOS = 1, 2
 
@@ -257,7 +257,7 @@ def test_build_task_model(make_model_cfg, objective, task, arch, expected):
         data=DataConfig(task=task),
         finetune=FinetuneConfig(pooling="mean"),
     )
-    model = build_task_model(cfg, num_classes=3 if expected is SequenceClassifier else None)
+    model = build_model(cfg, num_classes=3 if expected is SequenceClassifier else None)
     assert type(model) is expected
     if expected is MaskedLM:
         assert (model.nsp_head is not None) == (objective == "mlm_nsp")
@@ -266,4 +266,4 @@ def test_build_task_model(make_model_cfg, objective, task, arch, expected):
 def test_build_classifier_needs_num_classes(make_model_cfg):
     cfg = RunConfig(objective="none", model=make_model_cfg(), data=DataConfig(task="order"))
     with pytest.raises(ConfigError, match="num_classes"):
-        build_task_model(cfg)
+        build_model(cfg)

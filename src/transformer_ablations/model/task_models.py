@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLASSIFICATION_TASKS, ConfigError, ModelConfig, RunConfig
+from ..config import ConfigError, ModelConfig
 from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, predicted_positions
 from .transformer import Transformer
 
@@ -220,25 +220,3 @@ class SequenceClassifier(nn.Module):
         )
         logits, labels = self.head(hidden, mask), batch["labels"]  # [B, C], [B]
         return TaskOutput(F.cross_entropy(logits, labels), logits, labels, {}, stats)
-
-
-PRETRAINING_MODELS = {
-    "mlm": lambda m: MaskedLM(m, nsp=False),
-    "mlm_nsp": lambda m: MaskedLM(m, nsp=True),
-    "causal": CausalLM,
-    "seq2seq": Seq2Seq,
-}
-
-
-def build_task_model(cfg: RunConfig, num_classes: int | None = None) -> nn.Module:
-    """Classification tasks -> SequenceClassifier (pooling = finetune.pooling, whatever the pretraining
-    objective); otherwise the objective's model."""
-    if cfg.data.task in CLASSIFICATION_TASKS:
-        if num_classes is None:
-            raise ConfigError(
-                f"data.task={cfg.data.task} is a classification task: build_task_model needs num_classes"
-            )
-        return SequenceClassifier(cfg.model, num_classes, cfg.finetune.pooling)
-    if cfg.objective not in PRETRAINING_MODELS:
-        raise ConfigError(f"objective={cfg.objective} has no model for data.task={cfg.data.task}")
-    return PRETRAINING_MODELS[cfg.objective](cfg.model)

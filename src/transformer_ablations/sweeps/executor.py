@@ -47,9 +47,10 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
-from ..training import records
+from ..runs import records
+from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
+from ..runs.records import TERMINAL
 from ..training.interrupts import RunInterrupted, exit_code_of
-from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
 from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
 from .progress import SweepProgress
 from .validate import (
@@ -66,7 +67,6 @@ from .validate import (
     to_python,
 )
 
-TERMINAL = ("finished", "diverged", "failed")
 RunFn = Callable[[RunConfig], dict]
 LOG_NAME = "stdout.log"
 
@@ -455,7 +455,7 @@ class Executor:
             env[var] = str(threads)
         offline = self.options.wandb_offline
         if offline is None:
-            from .launcher import has_wandb_login
+            from ..runs.wandb_login import has_wandb_login
 
             offline = not has_wandb_login() and "WANDB_MODE" not in os.environ
         if offline:

@@ -14,6 +14,7 @@ import math
 import sys
 import time
 import zipfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,19 @@ import yaml
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, RunConfig, config_hash, flatten, to_dict
 
-STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+class Status(StrEnum):
+    """The status vocabulary of a run record (``summary.json``): defined here only."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+STATUSES = tuple(Status)
+FINAL = (Status.FINISHED, Status.DIVERGED)  # a result: the same command reports it and leaves it alone
+TERMINAL = (*FINAL, Status.FAILED)  # no longer running
 
 
 def run_id_for(cfg: RunConfig) -> str:
@@ -62,7 +75,7 @@ def new_summary(cfg: RunConfig) -> dict:
     return {
         "run_id": run_id_for(cfg),
         "experiment": cfg.experiment,
-        "status": "running",
+        "status": Status.RUNNING,
         "config": flatten(to_dict(cfg)),
         "config_hash": config_hash(cfg),
         "metrics": {},
@@ -196,7 +209,7 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
         best = max(column) if mode == "max" else min(column)
     summary = new_summary(cfg)
     summary.update(
-        status="finished", run_dir=str(run_dir), step=max_steps, metrics=metrics,
+        status=Status.FINISHED, run_dir=str(run_dir), step=max_steps, metrics=metrics,
         best={monitor: best} if best is not None else {},
         tokens_per_s=metrics.get("train/tokens_per_s"), wall_time_s=None, started_at=None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
