@@ -12,16 +12,7 @@
 
 Run configs are parsed by jsonargparse from :class:`~transformer_ablations.config.RunConfig`:
 every dotted key of the toggle vocabulary is a flag, ``--config`` files stack, later flags win.
-An experiment file may carry two data blocks besides the config itself:
-
-* ``scales: {smoke: {...}, quick: {...}, full: {...}}``: overrides applied for ``--scale``;
-* ``when: [{if: {model.arch: decoder}, set: {...}}]``: normalisations applied when the resolved
-  config matches (e.g. a decoder has no cross-attention to pool), so a sweep grid cannot produce
-  a contradictory run; two grid points that normalise to one config are one run.
-
-Precedence: defaults < config files < scale block < command-line flags < matching ``when`` blocks.
-Each is one config layer given to jsonargparse in that order, so ``--print_config`` prints the
-config that runs. ``--config`` takes a path or a packaged experiment name (``q1_scaling``).
+How the layers (config files, ``scales``, ``when`` blocks, flags) combine: ``config.compose``.
 """
 
 from __future__ import annotations

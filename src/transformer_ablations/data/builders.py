@@ -103,16 +103,13 @@ def split_plan(cfg: RunConfig, ms: list[int]) -> tuple[dict, dict, dict, dict, b
 
 
 def build_corpus(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tokenizer | None, source, work: Path):
-    """Corpus documents -> MLM/NSP segment pairs or causal rows.
-
-    Returns (splits, tokenizer, num_classes, store_tokenizer); the body is the one recipe of its
-    family (one pass per split), kept in one piece so the data stay byte-identical to the cache key."""
+    """Corpus documents -> MLM/NSP segment pairs or causal rows. Every builder returns (splits,
+    tokenizer, num_classes, store_tokenizer); its body is the one recipe of its family (a pass per
+    split), kept in one piece (over 60 lines) so the data stay byte-identical for the cache key."""
     import datasets
 
-    d = cfg.data
-    lengths, _mult, sizes, seeds, synthetic_src = split_plan(cfg, ms)
+    d, (lengths, _mult, sizes, seeds, synthetic_src) = cfg.data, split_plan(cfg, ms)
     num_classes, splits, store_tokenizer = None, {}, lambda: None
-
     topics: dict[str, list[int]] = {}
     if synthetic_src:
         docs = {}
@@ -154,14 +151,9 @@ def build_corpus(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Toke
 
 
 def build_seq2seq(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tokenizer | None, source, work: Path):
-    """Source/target pairs -> tokenized rows (a real corpus: only pairs whose prefix-LM row fits).
-
-    Returns (splits, tokenizer, num_classes, store_tokenizer); the body is the one recipe of its
-    family (one pass per split), kept in one piece so the data stay byte-identical to the cache key."""
-    d = cfg.data
-    lengths, mult, sizes, seeds, synthetic_src = split_plan(cfg, ms)
+    """Source/target pairs -> tokenized rows (a real corpus: only pairs whose prefix-LM row fits)."""
+    d, (lengths, mult, sizes, seeds, synthetic_src) = cfg.data, split_plan(cfg, ms)
     num_classes, splits, store_tokenizer = None, {}, lambda: None
-
     if synthetic_src:
         raw = {name: task.examples(cfg, name, sizes[name], seeds[name], Ln, mult[name]) for name, Ln in lengths.items()}
     else:
@@ -186,14 +178,9 @@ def build_seq2seq(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tok
 
 
 def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tokenizer | None, source, work: Path):
-    """Labelled sentences (or sentence pairs) -> tokenized rows.
-
-    Returns (splits, tokenizer, num_classes, store_tokenizer); the body is the one recipe of its
-    family (one pass per split), kept in one piece so the data stay byte-identical to the cache key."""
-    d = cfg.data
-    lengths, mult, sizes, seeds, synthetic_src = split_plan(cfg, ms)
+    """Labelled sentences (or sentence pairs) -> tokenized rows."""
+    d, (lengths, mult, sizes, seeds, synthetic_src) = cfg.data, split_plan(cfg, ms)
     num_classes, splits, store_tokenizer = None, {}, lambda: None
-
     pair_task = task.pairs
     if synthetic_src:
         raw = {}

@@ -49,11 +49,6 @@ def token_logits(head: nn.Module, hidden: Tensor, weight: Tensor) -> Tensor | Ca
     return head(hidden, weight)
 
 
-def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over the N predicted tokens; 0 (not NaN) for a batch with none."""
-    return F.cross_entropy(logits, targets, reduction="sum") / max(targets.numel(), 1)
-
-
 class MaskedLM(nn.Module):
     """BERT pretraining: sparse MLM loss (logits only at the masked positions), plus NSP when ``nsp``."""
 

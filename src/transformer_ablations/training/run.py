@@ -82,15 +82,6 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
-def _world_size(cfg: RunConfig) -> int:
-    devices = cfg.train.devices
-    if devices.isdigit():
-        return int(devices)
-    if "," in devices:
-        return len([d for d in devices.split(",") if d.strip()])
-    return 1
-
-
 def _check_writable(key: str, value: str, target: Path) -> None:
     """Refuse a location (``--<key>=<value>``) that cannot hold ``target`` before any work starts,
     and leave no trace: the first existing ancestor must be a directory in which a directory can
