@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from transformer_ablations.config import ConfigError, RunConfig
-from transformer_ablations.data import corpora, synthetic
+from transformer_ablations.data import sources, synthetic
 from transformer_ablations.data.examples import _synthetic_stream_docs, causal_examples, pair_examples
 from transformer_ablations.data.tokenizer import Tokenizer
 
@@ -99,7 +99,7 @@ def split_plan(cfg: RunConfig, ms: list[int]) -> tuple[dict, dict, dict, dict, b
     mult = {"train": 1, "val": 1, **{f"val_len{m}x": m for m in ms}}
     sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
     seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
-    return lengths, mult, sizes, seeds, corpora.parse_source(d.source)[0] == "synthetic"
+    return lengths, mult, sizes, seeds, sources.parse_source(d.source)[0] == "synthetic"
 
 
 def build_corpus(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tokenizer | None, source, work: Path):

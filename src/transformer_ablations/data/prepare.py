@@ -33,7 +33,7 @@ from filelock import FileLock
 
 from transformer_ablations.atomic import atomic_write_bytes
 from transformer_ablations.config import ConfigError, RunConfig
-from transformer_ablations.data import corpora, synthetic
+from transformer_ablations.data import corpora, sources, synthetic
 from transformer_ablations.data.builders import BUILDERS, DATA_SEED
 from transformer_ablations.data.tokenizer import Tokenizer
 
@@ -65,7 +65,7 @@ def length_multiples(cfg: RunConfig, task, warn: bool = True) -> list[int]:
         if m not in ms:
             ms.append(m)
     ms.sort()
-    src = corpora.parse_source(cfg.data.source)[0]
+    src = sources.parse_source(cfg.data.source)[0]
     ok = task.length_sets and (src == "synthetic" or task.family.name == "lm")
     if ms and not ok:
         if warn:
@@ -81,7 +81,7 @@ def code_version() -> str:
     """Hash of the modules that decide the cached content: editing a generator invalidates the cache."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     here = Path(__file__).parent
-    for name in ("synthetic.py", "corpora.py", "prepare.py", "examples.py", "builders.py"):
+    for name in ("synthetic.py", "sources.py", "corpora.py", "prepare.py", "examples.py", "builders.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -98,7 +98,7 @@ def prepare(cfg: RunConfig, task, tokenizer: Tokenizer | None = None) -> Prepare
         raise ConfigError(f"data.task={d.task} is for pretraining: objective must be mlm_nsp, mlm or causal, "
                           f"got {cfg.objective}")
     kind = task.kind(cfg.objective)
-    src_kind, _, _ = corpora.parse_source(d.source)
+    src_kind, _, _ = sources.parse_source(d.source)
     if src_kind != "synthetic" and task.synthetic_only:
         raise ConfigError(f"data.task={d.task} is a synthetic task; it needs data.source=synthetic (got {d.source})")
     if d.seq_len < task.min_seq_len:
@@ -115,7 +115,7 @@ def prepare(cfg: RunConfig, task, tokenizer: Tokenizer | None = None) -> Prepare
             tokenizer = synthetic_tokenizer(cfg, task)
         parts["tokenizer"] = tokenizer.hash
     else:
-        parts["source"] = corpora.source_identity(d.source)
+        parts["source"] = sources.source_identity(d.source)
         parts["tokenizer"] = tokenizer.hash if tokenizer is not None else f"unigram:{d.vocab_size}"
     key = _key(parts)
     root = cache / "datasets"
