@@ -16,7 +16,7 @@ from transformer_ablations.model.attention import ATTENTION_KINDS, SCALINGS
 from transformer_ablations.model.pooling import POOLINGS
 from transformer_ablations.model.positional import POSITIONALS
 from transformer_ablations.model.transformer import MEMORIES
-from transformer_ablations.runs.records import Status
+from transformer_ablations.runs.summary import Status
 
 PACKAGE = Path(transformer_ablations.__file__).parent
 # a folder may import only the folders before it in its list (and the shared base modules)

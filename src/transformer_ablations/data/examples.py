@@ -96,6 +96,9 @@ def pair_examples(docs: Sequence[list[list[int]]], budget: int, rng: random.Rand
     ``same_group_p`` of those other documents is drawn from the same topic (hard negatives).
     Without ``nsp`` B is always the continuation (empty when the chunk is one sentence). With
     ``nsp`` a chunk of one long sentence is cut inside it.
+
+    One function over 60 lines on purpose: its random draws come in one fixed order (chunk cut,
+    negative or not, which document, where in it), which the data of every seed depend on.
     """
     keep = [i for i, doc in enumerate(docs) if any(doc)]  # document d below is docs[keep[d]]
 

@@ -5,6 +5,7 @@ executor's own SIGTERM handling."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -12,9 +13,9 @@ import time
 import traceback
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..runs import records
-from ..runs.records import TERMINAL
+from ..runs.summary import TERMINAL
 from ..training.interrupts import RunInterrupted, exit_code_of
 from ..training.wandb_run import finish_wandb
 
@@ -169,3 +170,19 @@ def restore_sigterm(old) -> None:
     if old is not None:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, old)
+
+
+def start_context(method: str | None):
+    methods = multiprocessing.get_all_start_methods()
+    if method is None:
+        method = "fork" if "fork" in methods else "spawn"
+    if method not in methods:
+        raise ConfigError(f"start method {method} is not available here; valid: {', '.join(methods)}")
+    return multiprocessing.get_context(method)
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import multiprocessing
 import os
 import sys
 import time
@@ -45,16 +44,18 @@ from typing import Any
 from ..config import ConfigError, RunConfig
 from ..runs import records
 from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
-from ..runs.records import TERMINAL
+from ..runs.summary import TERMINAL
 from ..training.interrupts import RunInterrupted
 from ..training.wandb_run import RUN_NAME_ENV
 from .child import (
     LOG_NAME,
     child_main,
+    cpu_cores,
     describe_exit,
     install_sigterm,
     mark_failed,
     restore_sigterm,
+    start_context,
     was_interrupted,
 )
 from .index import metric_of, records_in, sweep_run, sweep_run_from_params, write_index
@@ -150,22 +151,6 @@ def resolve_run_fn(run_fn: RunFn | str | None) -> RunFn:
     except ImportError as err:
         raise ConfigError(f"training is not available: {type(err).__name__}: {err}") from err
     return train
-
-
-def _start_context(method: str | None):
-    methods = multiprocessing.get_all_start_methods()
-    if method is None:
-        method = "fork" if "fork" in methods else "spawn"
-    if method not in methods:
-        raise ConfigError(f"start method {method} is not available here; valid: {', '.join(methods)}")
-    return multiprocessing.get_context(method)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
 
 
 # --- the executor --------------------------------------------------------------------------
@@ -307,7 +292,7 @@ class Executor:
         env = {}
         if self.gpu_groups:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_groups[slot % len(self.gpu_groups)])
-        threads = max(1, _cores() // self.workers)
+        threads = max(1, cpu_cores() // self.workers)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
         offline = self.options.wandb_offline
@@ -375,21 +360,58 @@ class Executor:
             a.lock.release()  # the record stays `running`: the next executor resumes it
         actives.clear()
 
+    def _progress(self, plan: SweepPlan, total: int) -> SweepProgress:
+        o, spec = self.options, plan.spec
+        where = f"GPUs {','.join('+'.join(g) for g in self.gpu_groups)}" if self.gpu_groups else "CPU"
+        header = (f"{spec.name}: {total} runs ({len(plan.points)} grid points)" if spec.method == "grid"
+                  else f"{spec.name}: {total} runs ({spec.method} search)")
+        header += f" on the local executor, {self.workers} worker(s) on {where}, scale {plan.scale} -> {plan.sweep_dir}"
+        return SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
+                             spec.metric_goal, self.workers, o.quiet, o.stream, header)
+
+    def _fill_slots(self, ctx, plan: SweepPlan, pending: deque, busy: list, actives: dict, result: SweepResult,
+                    suggested: list, progress: SweepProgress) -> None:
+        """Start runs in the free worker slots: the next grid points (or search suggestions); a run
+        already done is counted, one held by another executor waits in ``busy``."""
+        grid, spec = plan.spec.method == "grid", plan.spec
+        free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
+        while free:
+            point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
+            if point is None:
+                break
+            if point.run_id in actives or point.run_id in result.outcomes:
+                continue
+            state, what = self._claim(point)
+            if state == "done":
+                status = what.get("status", "failed")
+                metric = metric_of(what, progress.metric_name)
+                result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
+                                                           error=what.get("error"))
+                progress.already_done(point.run_id, point.label, status, metric)
+                continue
+            if state == "busy":
+                busy.append(point)
+                continue
+            slot = free.pop(0)
+            held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
+            held.append(what.fd)
+            try:
+                actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
+            except BaseException:
+                what.release()
+                raise
+            progress.run_started(point.run_id, point.label)
+
     def execute(self, plan: SweepPlan) -> SweepResult:
         if self._run_fn is None:
             self._run_fn = resolve_run_fn(self._run_fn_spec)
         o, spec = self.options, plan.spec
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # keep CUDA uninitialised before fork
-        ctx = _start_context(o.start_method)
+        ctx = start_context(o.start_method)
         grid = spec.method == "grid"
         total = len(plan.runs) if grid else int(o.max_runs or 0)
         plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-        where = f"GPUs {','.join('+'.join(g) for g in self.gpu_groups)}" if self.gpu_groups else "CPU"
-        header = (f"{spec.name}: {total} runs ({len(plan.points)} grid points)" if grid
-                  else f"{spec.name}: {total} runs ({spec.method} search)")
-        header += f" on the local executor, {self.workers} worker(s) on {where}, scale {plan.scale} -> {plan.sweep_dir}"
-        progress = SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
-                                 spec.metric_goal, self.workers, o.quiet, o.stream, header)
+        progress = self._progress(plan, total)
         metric_name = progress.metric_name
         result = SweepResult(spec.name, plan.sweep_dir, total)
         actives: dict[str, _Active] = {}
@@ -401,34 +423,7 @@ class Executor:
         old_term = install_sigterm()
         try:
             while True:
-                # fill free worker slots
-                free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
-                while free:
-                    point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
-                    if point is None:
-                        break
-                    if point.run_id in actives or point.run_id in result.outcomes:
-                        continue
-                    state, what = self._claim(point)
-                    if state == "done":
-                        status = what.get("status", "failed")
-                        metric = metric_of(what, metric_name)
-                        result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
-                                                                   error=what.get("error"))
-                        progress.already_done(point.run_id, point.label, status, metric)
-                        continue
-                    if state == "busy":
-                        busy.append(point)
-                        continue
-                    slot = free.pop(0)
-                    held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
-                    held.append(what.fd)
-                    try:
-                        actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
-                    except BaseException:
-                        what.release()
-                        raise
-                    progress.run_started(point.run_id, point.label)
+                self._fill_slots(ctx, plan, pending, busy, actives, result, suggested, progress)
                 progress.set_waiting(len(busy))
                 if not actives and not pending:
                     if not busy:

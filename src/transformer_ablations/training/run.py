@@ -31,7 +31,6 @@ from ..data.tokenizer import Tokenizer
 from ..model import Transformer
 from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
 from ..runs.records import (
-    FINAL,
     existing_record,
     new_summary,
     read_summary,
@@ -39,6 +38,7 @@ from ..runs.records import (
     write_config,
     write_summary,
 )
+from ..runs.summary import FINAL
 from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
