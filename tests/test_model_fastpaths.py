@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from typing import get_args
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from transformer_ablations.config import Arch
 from transformer_ablations.model import (
     AttentionContext,
     CausalLM,
@@ -437,7 +439,7 @@ def test_additive_cross_attention_lengths_differ(make_model_cfg):
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["encoder", "decoder", "encoder_decoder"])
+@pytest.mark.parametrize("arch", get_args(Arch))
 def test_additive_fast_path_equals_probability_path_in_training(make_model_cfg, arch):
     """The training forward (no probabilities kept) == the forward that returns attention stats
     (probabilities materialised): outputs and every gradient."""

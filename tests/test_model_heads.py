@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_ablations.config import ConfigError, DataConfig, FinetuneConfig, RunConfig
+from transformer_ablations.config import (
+    AttentionKind,
+    ConfigError,
+    DataConfig,
+    FinetuneConfig,
+    Pooling,
+    RunConfig,
+)
 from transformer_ablations.model import (
     IGNORE_INDEX,
     CausalLM,
@@ -21,7 +30,7 @@ BOS, EOS = 1, 2
 
 
 # --- pooling ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "last"])
+@pytest.mark.parametrize("pooling", get_args(Pooling))
 def test_pooling_ignores_padding(pooling):
     hidden = torch.randn(3, 7, 4)
     lengths = [7, 4, 1]
@@ -192,7 +201,7 @@ def first_eos_mask(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens == EOS).long().cumsum(1).sub((tokens == EOS).long()) == 0
 
 
-@pytest.mark.parametrize("kind", ["dot", "additive"])
+@pytest.mark.parametrize("kind", get_args(AttentionKind))
 def test_encoder_decoder_greedy_matches_teacher_forcing(make_model_cfg, kind):
     model = Seq2Seq(make_model_cfg(arch="encoder_decoder", attention={"kind": kind})).eval()
     batch = encoder_decoder_batch()
