@@ -63,7 +63,7 @@ def _env(tmp_path, **extra):
 
 
 def _executor_cmd(path, runs, *more):
-    return [sys.executable, "-m", "transformer_ablations.sweeps", "sweep", str(path), "--runs-dir", str(runs),
+    return [sys.executable, "-m", "transformer_ablations.cli", "sweep", str(path), "--runs-dir", str(runs),
             "--runner", RUNNER, "--quiet", *more]
 
 
