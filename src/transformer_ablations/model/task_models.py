@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLASSIFICATION_TASKS, TAGGING_TASKS, ConfigError, ModelConfig, RunConfig
-from . import cpu_linear
-from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, init_weights, predicted_positions
+from ..config import ConfigError, ModelConfig
+from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, predicted_positions
+from .kernels import cpu_linear
+from .pooling import init_weights
 from .transformer import Transformer
 
 
@@ -48,11 +49,6 @@ def token_logits(head: nn.Module, hidden: Tensor, weight: Tensor) -> Tensor | Ca
     if torch.is_grad_enabled():
         return lambda: head(hidden.detach(), weight.detach())
     return head(hidden, weight)
-
-
-def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over the N predicted tokens; 0 (not NaN) for a batch with none."""
-    return F.cross_entropy(logits, targets, reduction="sum") / max(targets.numel(), 1)
 
 
 class MaskedLM(nn.Module):
@@ -246,26 +242,3 @@ class TokenTagger(nn.Module):
         logits = self.classifier(self.dropout(tagged))  # [N, C]
         return TaskOutput(F.cross_entropy(logits, targets), logits, targets, {}, stats)
 
-
-PRETRAINING_MODELS = {
-    "mlm": lambda m: MaskedLM(m, nsp=False),
-    "mlm_nsp": lambda m: MaskedLM(m, nsp=True),
-    "causal": CausalLM,
-    "seq2seq": Seq2Seq,
-}
-
-
-def build_task_model(cfg: RunConfig, num_classes: int | None = None) -> nn.Module:
-    """Classification tasks -> SequenceClassifier (pooling = finetune.pooling, whatever the pretraining
-    objective); otherwise the objective's model."""
-    if cfg.data.task in CLASSIFICATION_TASKS:
-        if num_classes is None:
-            raise ConfigError(
-                f"data.task={cfg.data.task} is a classification task: build_task_model needs num_classes"
-            )
-        if cfg.data.task in TAGGING_TASKS:
-            return TokenTagger(cfg.model, num_classes)
-        return SequenceClassifier(cfg.model, num_classes, cfg.finetune.pooling)
-    if cfg.objective not in PRETRAINING_MODELS:
-        raise ConfigError(f"objective={cfg.objective} has no model for data.task={cfg.data.task}")
-    return PRETRAINING_MODELS[cfg.objective](cfg.model)

@@ -233,16 +233,59 @@ def missing_blocks(coll: RunCollection, grids: Mapping[str, Mapping], expected: 
 
 
 # --- the document ------------------------------------------------------------------------
-def _q6_sep_blocks(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None) -> list[Block]:
-    """The [SEP] x segment-embeddings table of Q6 (or why there is none)."""
+def _q5_blocks(by_sweep: Mapping, grid: Mapping[str, Sequence] | None) -> list[Block]:
+    """The BERT-Table-5-style table of Q5, with the literature's numbers and BERT's NSP accuracy."""
+    headers, rows = q5_table(by_sweep, grid)
+    return [Heading(3, "Results per pretraining objective (BERT Table 5 style)"), Table(headers, rows),
+            Para(f"Cells: mean ± 95% CI half-width over seeds (n seeds), fine-tuned with {Q5_LABELS} labels. For "
+                 "comparison, BERT Table 5 (MNLI/QNLI/MRPC/SST-2/SQuAD): BERT-base 84.4/88.4/86.7/92.7/88.5, no NSP "
+                 "83.9/84.9/86.5/92.6/87.9, left-to-right & no NSP 82.1/84.3/77.5/92.1/77.8. BERT's NSP accuracy "
+                 "is 97-98% (§3.1); half of the synthetic corpus's NSP negatives come from another document of "
+                 "the same topic, so NSP here must read the mood, and a short pretraining budget leaves it far "
+                 "lower.")]
+
+
+def _q6_blocks(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None) -> list[Block]:
+    """How Q6's modes are matched, and the [SEP] x segment-embeddings table (or why there is none)."""
+    blocks: list[Block] = [Para(
+        "Pooling claims are made within one pretraining objective, never averaged across objectives. The frozen "
+        "probe and full fine-tuning have matched budgets: the same steps, batch, learning rate and schedule (no "
+        "per-mode tuning, no selection on validation), so a gap between the modes is the frozen encoder's.")]
     if not {"data.pair_format", "model.segment_embeddings"} <= set(grid or {}):
-        return [Para("The [SEP] half of the question (`data.pair_format` sep/concat x `model.segment_embeddings`) "
-                     "has no sweep grid (sweeps/q6_sep_segments.yaml), so no [SEP] claim is measured here.")]
+        return [*blocks, Para("The [SEP] half of the question (`data.pair_format` sep/concat x "
+                              "`model.segment_embeddings`) has no sweep grid (sweeps/q6_sep_segments.yaml), so no "
+                              "[SEP] claim is measured here.")]
     headers, rows = sep_segments_table(runs, grid)
-    return [Heading(3, "[SEP] x segment embeddings (pair tagging, no boundary word)"), Table(headers, rows),
+    return [*blocks, Heading(3, "[SEP] x segment embeddings (pair tagging, no boundary word)"), Table(headers, rows),
             Para("Cells: mean ± 95% CI half-width over seeds of the pair-tagging accuracy (chance 0.5); each cell "
                  "fine-tunes an MLM encoder pretrained with the same segment-embeddings setting. concat rows are "
                  "all segment 0, so under concat nothing marks where A ends.")]
+
+
+def _question_blocks(q: str, title: str, text: str, by_sweep: Mapping, results: Sequence[ClaimResult],
+                     figures: Mapping[str, Sequence[FigureResult]], grids: Mapping[str, Mapping]) -> list[Block]:
+    """The section of one question: its figures, its tables, its claims."""
+    blocks: list[Block] = []
+    blocks.append(Heading(2, title, anchor=q))
+    blocks.append(Para(f"Claim under test: {text}"))
+    seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
+    for f in figures.get(q, []):
+        blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
+    if q == "q1":
+        blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
+        t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
+        blocks.append(t if t else Para("No Q1 run records."))
+    if q == "q5":
+        blocks.extend(_q5_blocks(by_sweep, grids.get("q5_finetune")))
+    if q == "q6":
+        blocks.extend(_q6_blocks(by_sweep.get("q6_sep_segments", []), grids.get("q6_sep_segments")))
+    q_results = [r for r in results if r.claim.question == q]
+    blocks.append(Heading(3, "Claims"))
+    if not q_results:
+        blocks.append(Para("No claims for this question."))
+    for r in q_results:
+        blocks.extend(_claim_blocks(r))
+    return blocks
 
 
 def build_document(
@@ -275,38 +318,7 @@ def build_document(
         *claim_tables(results),
     ]
     for q, (title, text) in QUESTIONS.items():
-        blocks.append(Heading(2, title, anchor=q))
-        blocks.append(Para(f"Claim under test: {text}"))
-        seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
-        for f in figures.get(q, []):
-            blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
-        if q == "q1":
-            blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
-            t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
-            blocks.append(t if t else Para("No Q1 run records."))
-        if q == "q6":
-            blocks.append(Para("Pooling claims are made within one pretraining objective, never averaged across "
-                               "objectives. The frozen probe and full fine-tuning have matched budgets: the same "
-                               "steps, batch, learning rate and schedule (no per-mode tuning, no selection on "
-                               "validation), so a gap between the modes is the frozen encoder's."))
-            blocks.extend(_q6_sep_blocks(by_sweep.get("q6_sep_segments", []), grids.get("q6_sep_segments")))
-        if q == "q5":
-            blocks.append(Heading(3, "Results per pretraining objective (BERT Table 5 style)"))
-            headers, rows = q5_table(by_sweep, grids.get("q5_finetune"))
-            blocks.append(Table(headers, rows))
-            blocks.append(Para(f"Cells: mean ± 95% CI half-width over seeds (n seeds), fine-tuned with {Q5_LABELS} "
-                               "labels. For comparison, BERT Table 5 "
-                               "(MNLI/QNLI/MRPC/SST-2/SQuAD): BERT-base 84.4/88.4/86.7/92.7/88.5, no NSP "
-                               "83.9/84.9/86.5/92.6/87.9, left-to-right & no NSP 82.1/84.3/77.5/92.1/77.8. "
-                               "BERT's NSP accuracy is 97-98% (§3.1); half of the synthetic corpus's NSP negatives "
-                               "come from another document of the same topic, so NSP here must read the mood, "
-                               "and a short pretraining budget leaves it far lower."))
-        q_results = [r for r in results if r.claim.question == q]
-        blocks.append(Heading(3, "Claims"))
-        if not q_results:
-            blocks.append(Para("No claims for this question."))
-        for r in q_results:
-            blocks.extend(_claim_blocks(r))
+        blocks.extend(_question_blocks(q, title, text, by_sweep, results, figures, grids))
     imprecise = [r for r in results if r.claim.imprecision]
     blocks.append(Heading(2, "Imprecise wordings, and what the data shows", anchor="imprecision"))
     if imprecise:
