@@ -48,6 +48,7 @@ from .config import (
     to_dict,
     validate,
 )
+from .data.real_sources import resolve_source
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
@@ -243,6 +244,7 @@ def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig
         if tail:
             ns = parser.parse_args([*files, *scale, *rest, *tail])
         cfg = _to_run_config(parser, ns)
+        cfg.data.source = resolve_source(cfg.data.source)  # real:text / real:sst2 -> the corpus a run reads
     except ArgumentError as err:
         raise ConfigError(_one_line(err)) from None
     except yaml.YAMLError as err:
@@ -316,7 +318,8 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
-    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--claims", default=None, help="default: experiments/claims_<suite>.yaml if it exists (real), "
+                        "else experiments/claims.yaml; ./experiments first, else the packaged one")
     parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the verdicts, figures and HTML to a wandb run (offline without a login: "
@@ -325,7 +328,7 @@ def _cmd_report(argv: list[str]) -> int:
     from .report import build_report, log_report_to_wandb
     from .sweeps.validate import sweeps_dir
 
-    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    claims = args.claims or resources.suite_claims(args.suite)
     path = build_report(args.runs_dir, args.suite, args.out, claims, args.sweeps or sweeps_dir())
     print(f"report: {path} and {path.with_suffix('.html')}")
     if args.wandb:

@@ -53,6 +53,7 @@ from .module import AblationModule
 from .progress import StepProgress
 from .records import existing_record, new_summary, read_summary, run_dir_for, write_config, write_summary
 from .runlock import HELD_LOCK_ENV, RunLock, lock_path
+from .shared_tokenizer import check_same_tokenizer, shared_tokenizer
 from .tracking import ResumableCSVLogger, check_wandb, make_wandb_logger
 from .wandb_run import wandb_finished
 
@@ -146,7 +147,10 @@ def prepare(cfg: RunConfig):
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             skeleton = Transformer(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
         check_state_fits(skeleton, _backbone_state(pretrained), source=str(pretrained_path))
-    datamodule = build_datamodule(cfg, tokenizer=tokenizer)
+    shared = shared_tokenizer(cfg)  # data.tokenizer: one vocabulary for every arm, random init included
+    if shared is not None and tokenizer is not None:
+        check_same_tokenizer(cfg, shared, tokenizer, str(pretrained_path))
+    datamodule = build_datamodule(cfg, tokenizer=tokenizer or shared)
     datamodule.prepare_data()
     datamodule.setup("fit")
     cfg.model.vocab_size = datamodule.tokenizer.vocab_size
