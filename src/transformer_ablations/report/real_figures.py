@@ -104,6 +104,7 @@ def _fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> Figu
                         label=f"evaluated at {label}")
     ax.set_xticks(range(len(positionals)))
     ax.set_xticklabels([fmt_value(p) for p in positionals])
+    ax.set_xlim(-0.5, len(positionals) - 0.5)
     ax.set_xlabel("model.positional (trained at T = seq_len)")
     ax.set_ylabel("validation loss (nats)")
     ax.grid(alpha=0.3)
