@@ -5,7 +5,7 @@
 source). A local copy given in ``ABLATE_TEXT`` / ``ABLATE_SST2`` wins. ``make real TEXT=… SST2=…``
 sets those variables; the value is a path, or a ``file:`` / ``hf:`` source as is.
 
-:func:`resolve_source` runs when a config is composed (``cli.parse_run_config``), so the run
+:func:`resolve_source` runs when a config is composed (``training.configure.parse_run_config``), so the run
 record, its hash and ``--print_config`` hold the real source and not the alias. It is checked
 there, before anything is created, with one line that names both variables:
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..config import ConfigError, RunConfig
 from ..data.tokenizer import Tokenizer
+from ..runs.records import read_summary
 from .checkpoints import checkpoint_file, read_checkpoint
-from .records import read_summary
 
 
 def shared_tokenizer(cfg: RunConfig) -> Tokenizer | None:
