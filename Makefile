@@ -9,16 +9,27 @@ Q        ?= q1
 SCALE    ?= quick
 WORKERS  ?=
 TASKS    ?= 4
+TEST_WORKERS ?= 2
 COUNT    ?=
 GPUS     ?=
 EXP      ?= q1_scaling
 ARGS     ?=
 CKPT     ?=
 SWEEP    ?=
+# make real: local copies of Tiny Shakespeare (a .txt) and GLUE SST-2 (a folder with train.tsv, dev.tsv);
+# empty: the hf: copies on the Hugging Face hub (data/real_sources.py)
+TEXT     ?=
+SST2     ?=
+ifneq ($(TEXT),)
+export ABLATE_TEXT := $(TEXT)
+endif
+ifneq ($(SST2),)
+export ABLATE_SST2 := $(SST2)
+endif
 export OMP_NUM_THREADS ?= 1
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test quick train finetune sweep agents slurm sync views report bench lint clean
+.PHONY: help install test quick real train finetune sweep agents slurm sync views report bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -32,13 +43,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package (torch pinned by TORCH=)
 
-test: $(STAMP)  ## run the test suite (what CI runs)
-	$(BIN)/python -m pytest -x -p no:cacheprovider
+test: $(STAMP)  ## run the test suite (what CI runs), TEST_WORKERS=2 processes (pytest-xdist; 0 = one process)
+	$(BIN)/python -m pytest -x -p no:cacheprovider -n $(TEST_WORKERS)
 
 quick: $(STAMP)  ## all six questions at quick scale, offline, then reports/quick/
 	$(BIN)/ablate sweep all --scale quick --offline --workers $(or $(WORKERS),2)
 	$(BIN)/python -m transformer_ablations.bench.attention_cost --out runs/quick/q4_attention_cost.json
 	$(BIN)/ablate report --suite quick
+
+real: $(STAMP)  ## real-text suite (Tiny Shakespeare, SST-2; wandb offline): make real [TEXT=file.txt SST2=dir] -> reports/real/
+	$(BIN)/ablate sweep real --scale real --offline --workers $(or $(WORKERS),2)
+	$(BIN)/ablate report --suite real
 
 train: $(STAMP)  ## one run: make train EXP=q1_scaling SCALE=smoke ARGS='--model.attention.scaling=none'
 	$(BIN)/ablate fit --config experiments/$(EXP).yaml --scale $(SCALE) $(ARGS)

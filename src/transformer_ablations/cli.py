@@ -85,7 +85,8 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
-    parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
+    parser.add_argument("--claims", default=None, help="default: experiments/claims_<suite>.yaml if it exists (real), "
+                        "else experiments/claims.yaml; ./experiments first, else the packaged one")
     parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the verdicts, figures and HTML to a wandb run (offline without a login: "
@@ -94,7 +95,7 @@ def _cmd_report(argv: list[str]) -> int:
     from .report import build_report, log_report_to_wandb
     from .sweeps.validate import sweeps_dir
 
-    claims = args.claims or resources.find_file(f"experiments/{resources.CLAIMS_NAME}", "experiments")
+    claims = args.claims or resources.suite_claims(args.suite)
     path = build_report(args.runs_dir, args.suite, args.out, claims, args.sweeps or sweeps_dir())
     print(f"report: {path} and {path.with_suffix('.html')}")
     if args.wandb:

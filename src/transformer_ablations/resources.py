@@ -33,6 +33,16 @@ def claims_path() -> Path:
     return experiments_dir() / CLAIMS_NAME
 
 
+def suite_claims(suite: str) -> Path | None:
+    """The claims file of a report suite: ``claims_<suite>.yaml`` where one exists (the real-text suite's
+    claims are about other sweeps than the quick suite's), else ``claims.yaml``; local copies first."""
+    for name in (f"claims_{suite}.yaml", CLAIMS_NAME):
+        found = find_file(f"experiments/{name}", "experiments")
+        if found is not None:
+            return found
+    return None
+
+
 def find_file(token: str, folder: str, suffix: str = ".yaml") -> Path | None:
     """``token`` as a path (from the current folder), else a packaged file: ``q1_scaling``,
     ``q1_scaling.yaml`` or ``experiments/q1_scaling.yaml`` for ``folder="experiments"``.

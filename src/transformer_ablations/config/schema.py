@@ -41,7 +41,7 @@ Task = Literal[
     "pair",  # sentence-pair classification (Q5/Q6)
     "pair_tag",  # sentence-pair token tagging: each word of A tagged with B's mood (Q5/Q6; no boundary word)
 ]
-Scale = Literal["smoke", "quick", "full"]
+Scale = Literal["smoke", "quick", "real", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 
 
@@ -148,6 +148,9 @@ class DataConfig:
     """DataLoader worker processes"""
     cache_dir: str = ".cache/transformer_ablations"
     """tokenizers and tokenized datasets are cached here"""
+    tokenizer: str | None = None
+    """null: train one on this run's training text; else reuse one (every arm of a comparison shares it): a
+    sentencepiece .model file, a run directory or checkpoint, or auto:<sweep> (that sweep's finished run of this seed)"""
 
     def check(self, m: ModelConfig) -> None:
         for name in ("seq_len", "vocab_size", "batch_size"):
@@ -242,7 +245,7 @@ class RunConfig:
     experiment: str = "default"
     """name of the experiment (the run folder's parent)"""
     scale: Scale = "quick"
-    """smoke (seconds), quick (CPU minutes) or full (GPUs): picks the experiment's scale block"""
+    """smoke (seconds), quick (CPU minutes), real (real text on CPU) or full (GPUs): picks the experiment's scale block"""
     objective: Objective = "mlm"
     """pretraining objective: mlm_nsp, mlm, causal, seq2seq, or none (random init)"""
     seed: int = 0

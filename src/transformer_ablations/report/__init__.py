@@ -36,6 +36,7 @@ from .document import to_html, to_markdown
 from .evaluate import ClaimResult, evaluate_claims
 from .figures import QUESTION_SWEEPS, make_figures
 from .formatting import effect_label, format_effect
+from .real_figures import SUITE_SWEEPS, make_real_figures
 from .render import build_document, print_verdicts
 from .stats import Estimate, contrast_ci, difference_ci, mean_ci
 from .verdicts import TIERS, VERDICTS, benjamini_hochberg, holm
@@ -99,7 +100,8 @@ def build_report(
         )
     grids: dict[str, dict] = {}
     expected: dict[str, list[dict]] = {}
-    for s in sorted(set(needed) | set(coll.sweeps) | {x for q in QUESTION_SWEEPS.values() for x in q}):
+    question_sweeps = SUITE_SWEEPS.get(suite, QUESTION_SWEEPS)
+    for s in sorted(set(needed) | set(coll.sweeps) | {x for q in question_sweeps.values() for x in q}):
         f = sweep_file(sweeps_dir, s)
         if f.is_file():
             try:
@@ -108,7 +110,7 @@ def build_report(
                 continue  # reported as "expected grid unknown"
     report_dir = Path(out_dir) / suite
     report_dir.mkdir(parents=True, exist_ok=True)
-    figures = make_figures(coll, grids, report_dir / FIGURES_DIR)
+    figures = (make_real_figures if suite in SUITE_SWEEPS else make_figures)(coll, grids, report_dir / FIGURES_DIR)
     results = evaluate_claims(claims, coll)
     blocks = build_document(suite, coll, results, figures, grids, expected, sweeps_dir, report_dir)
     title = f"Transformer ablations — {suite}"

@@ -33,6 +33,11 @@ disjoint halves compared with each other, Welch). Controls take ``expect: a_bett
   effect at the largest L minus effect at the smallest), or, for the attention-cost source,
   along ``{key: T}`` (slope of the effect against log2 T).
 
+``best_of: {key: train.lr, by: val/acc, goal: max}`` (``key``: a key the sweep varies): each setting
+is measured at the value of ``key`` where its mean over seeds of the metric ``by`` is best (``goal``
+max or min): each arm at its own best learning rate, chosen by one metric for every claim that
+names it. The report names the value chosen for each arm.
+
 ``source: attention_cost`` claims read ``runs/<suite>/q4_attention_cost.json`` rows instead of
 run records (keys ``kind``, ``T``, ``d_k``; metrics ``time_ms``, ``peak_mem_mb``); their units of
 replication are the rows (T, d_k, repeat), paired between a and b. ``scale: log`` compares
@@ -73,6 +78,7 @@ NULL_LITERATURE = {"direction": "no effect (a null comparison of known truth)",
 _FIELDS = {
     "id", "question", "claim", "source", "sweep", "metric", "higher_is_better", "compare", "condition",
     "expect", "margin", "chance", "along", "scale", "literature", "imprecision", "note", "tier", "control",
+    "best_of",
 }
 
 
@@ -99,6 +105,7 @@ class Claim:
     note: str | None = None
     tier: str = "secondary"
     control: str | None = None
+    best_of: dict[str, Any] | None = None
 
     @property
     def orient(self) -> float:
@@ -248,6 +255,7 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
         along = _check_along(path, cid, along, raw, grid, set(a) | set(b) | set(condition))
     elif along is not None:
         _fail(path, cid, "'along' is only for expect=gap_grows")
+    best_of = _check_best_of(path, cid, raw.get("best_of"), grid, set(a) | set(b) | set(condition))
     lit = raw["literature"]
     if not isinstance(lit, dict) or not lit.get("direction") or not lit.get("anchor"):
         _fail(path, cid, "literature needs 'direction' and 'anchor'")
@@ -258,8 +266,25 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
         sweep=raw.get("sweep"), source=source, condition=condition,
         margin=float(margin) if margin is not None else None, chance=float(chance) if chance is not None else None,
         along=along, scale=scale, imprecision=(str(raw["imprecision"]).strip() if raw.get("imprecision") else None),
-        note=(str(raw["note"]).strip() if raw.get("note") else None), tier=tier, control=control,
+        note=(str(raw["note"]).strip() if raw.get("note") else None), tier=tier, control=control, best_of=best_of,
     )
+
+
+def _check_best_of(path, cid, best_of, grid, used: set) -> dict | None:
+    """``best_of``: {key (varied by the sweep, not set by the claim), by (a run metric), goal (max|min)}."""
+    if best_of is None:
+        return None
+    if not isinstance(best_of, dict) or set(best_of) != {"key", "by", "goal"}:
+        _fail(path, cid, "best_of must be {key: <config key the sweep varies>, by: <metric>, goal: max|min}")
+    key, by, goal = best_of["key"], best_of["by"], best_of["goal"]
+    if grid is None or not isinstance(key, str) or len(grid.get(key, ())) < 2:
+        varied = ", ".join(k for k, v in (grid or {}).items() if len(v) > 1 and k != "seed") or "none"
+        _fail(path, cid, f"best_of.key={key!r} must be a key the sweep varies (varied: {varied})")
+    if key in used:
+        _fail(path, cid, f"best_of.key={key} is also set in compare/condition")
+    if not isinstance(by, str) or not RUN_METRIC_RE.match(by) or goal not in ("max", "min"):
+        _fail(path, cid, f"best_of.by={by!r} must be a run metric (val/…) and best_of.goal={goal!r} max or min")
+    return dict(best_of)
 
 
 def _check_control(path, cid, control: str, expect: str, b: dict, source: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .claims import Claim
-from .collect import RunCollection, RunRecord, fmt_point, fmt_value, varying_keys
+from .collect import RunCollection, RunRecord, canonical, fmt_point, fmt_value, varying_keys
 from .cost import evaluate_cost
 from .examples import example_variance
 from .formatting import margin_of, show_of
@@ -94,6 +94,10 @@ def _groups(c: Claim, runs: Sequence[RunRecord]) -> tuple[list[GroupSummary], li
         where = {**c.condition, **(extra or {})}
         label = f"{side}: {fmt_point(setting)}" + (f" @ {fmt_point(where)}" if where else "")
         m = metric or c.metric
+        if c.best_of:
+            key = c.best_of["key"]
+            match = _best_setting(c.best_of, runs, match)
+            label += f" (best {key} by {c.best_of['by']}: {fmt_value(match[key])})"
         return seed_values(runs, match, m, log=log, label=label + (f" [{m}]" if m != c.metric else ""))
 
     o = c.orient
@@ -127,6 +131,19 @@ def _groups(c: Claim, runs: Sequence[RunRecord]) -> tuple[list[GroupSummary], li
     if c.control == "relabel":
         return [*_relabel(*groups, c.id)], [o, -o], 0.0, ["arms swapped in a random half of the seeds"]
     return groups, [o, -o], 0.0, []
+
+
+def _best_setting(best_of: Mapping[str, Any], runs: Sequence[RunRecord], match: Mapping[str, Any]) -> dict:
+    """``match`` plus the value of ``best_of["key"]`` whose mean over seeds of ``best_of["by"]`` is best."""
+    key, sign = best_of["key"], 1.0 if best_of["goal"] == "max" else -1.0
+    values = {canonical(r.config[key]): r.config[key] for r in runs if key in r.config and r.matches(match)}
+
+    def score(v: Any) -> float:
+        mean = seed_values(runs, {**match, key: v}, best_of["by"]).estimate.mean
+        return sign * mean if math.isfinite(mean) else -math.inf
+
+    best = max(sorted(values.values(), key=str), key=score) if values else None
+    return {**match, key: best}
 
 
 def _control_rng(cid: str) -> np.random.Generator:

@@ -20,6 +20,7 @@ from .document import Block, Bullets, Heading, Image, Para, Table
 from .figures import Q5_LABELS, QUESTION_SWEEPS, FigureResult, q5_table, sep_segments_table
 from .forest import forest_plot
 from .formatting import effect_label, format_effect
+from .real_figures import SUITE_SWEEPS, SUITE_TEXTS
 from .results import ClaimResult
 from .tables import claim_tables, control_rate, counts_text, n_text, verdict_counts
 from .verdicts import (
@@ -263,21 +264,24 @@ def _q6_blocks(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None) -
 
 
 def _question_blocks(q: str, title: str, text: str, by_sweep: Mapping, results: Sequence[ClaimResult],
-                     figures: Mapping[str, Sequence[FigureResult]], grids: Mapping[str, Mapping]) -> list[Block]:
-    """The section of one question: its figures, its tables, its claims."""
+                     figures: Mapping[str, Sequence[FigureResult]], grids: Mapping[str, Mapping],
+                     suite: str) -> list[Block]:
+    """The section of one question: its figures, its tables, its claims (the suite's sweeps and texts)."""
+    question_sweeps = SUITE_SWEEPS.get(suite, QUESTION_SWEEPS)
     blocks: list[Block] = []
     blocks.append(Heading(2, title, anchor=q))
-    blocks.append(Para(f"Claim under test: {text}"))
-    seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
+    own = SUITE_TEXTS.get(suite, {}).get(q)  # the real suite measures the question on other tasks
+    blocks.append(Para(f"Measured here: {own}" if own else f"Claim under test: {text}"))
+    seeds = sorted({r.seed for sw in question_sweeps.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
     for f in figures.get(q, []):
         blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
     if q == "q1":
         blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
-        t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
+        t = divergence_table(by_sweep.get(question_sweeps["q1"][0], []), grids.get(question_sweeps["q1"][0]))
         blocks.append(t if t else Para("No Q1 run records."))
-    if q == "q5":
+    if q == "q5" and "q5_finetune" in question_sweeps["q5"]:
         blocks.extend(_q5_blocks(by_sweep, grids.get("q5_finetune")))
-    if q == "q6":
+    if q == "q6" and "q6_cls_sep" in question_sweeps["q6"]:
         blocks.extend(_q6_blocks(by_sweep.get("q6_sep_segments", []), grids.get("q6_sep_segments")))
     q_results = [r for r in results if r.claim.question == q]
     blocks.append(Heading(3, "Claims"))
@@ -317,8 +321,10 @@ def build_document(
                             "intervals cover seeds only and understate the uncertainty." if seed_only else "")),
         *claim_tables(results),
     ]
+    question_sweeps = SUITE_SWEEPS.get(suite, QUESTION_SWEEPS)  # the real suite: other sweeps, four questions
     for q, (title, text) in QUESTIONS.items():
-        blocks.extend(_question_blocks(q, title, text, by_sweep, results, figures, grids))
+        if q in question_sweeps:
+            blocks.extend(_question_blocks(q, title, text, by_sweep, results, figures, grids, suite))
     imprecise = [r for r in results if r.claim.imprecision]
     blocks.append(Heading(2, "Imprecise wordings, and what the data shows", anchor="imprecision"))
     if imprecise:
@@ -326,7 +332,7 @@ def build_document(
                                f"*Data:* {_data_says(r)}" for r in imprecise]))
     else:
         blocks.append(Para("No imprecision notes in the claims file."))
-    sweeps = sorted({s for q in QUESTION_SWEEPS.values() for s in q} | {r.claim.sweep for r in results if r.claim.sweep}
+    sweeps = sorted({s for q in question_sweeps.values() for s in q} | {r.claim.sweep for r in results if r.claim.sweep}
                     | set(coll.sweeps))
     cost_needed = any(r.claim.source == "attention_cost" for r in results)
     blocks.extend(missing_blocks(coll, grids, expected, sweeps, sweeps_dir, cost_needed))

@@ -206,8 +206,8 @@ class Executor:
             else:
                 by_run[point.run_id] = point
                 runs.append(point)
-        needs = {p.cfg.finetune.pretrained[5:] for p in runs
-                 if p.cfg.finetune.pretrained and p.cfg.finetune.pretrained.startswith("auto:")}
+        needs = {spec[5:] for p in runs for spec in (p.cfg.finetune.pretrained, p.cfg.data.tokenizer)
+                 if spec and spec.startswith("auto:")}
         return SweepPlan(spec, scale, out_dir, points, runs, needs)
 
     def _needs_of_params(self, spec, params_list, out_dir) -> set:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import ConfigError, RunConfig, compose
+from ..data.real_sources import resolve_source
 from ..tasks import CLASSIFICATION, check_run, tasks_of
 
 
 def parse_run_config(argv: Sequence[str], prog: str = "ablate fit") -> RunConfig:
     """Command-line tokens -> a validated :class:`RunConfig`. Raises :class:`ConfigError` (one line)."""
     cfg, rest = compose(argv, prog)
+    cfg.data.source = resolve_source(cfg.data.source)  # real:text / real:sst2 -> the corpus a run reads
     if prog.endswith("finetune"):
         cfg = _finetune_config(cfg, explicit_objective=any(t.split("=")[0] == "--objective" for t in rest))
     return check_run(cfg)

@@ -62,6 +62,7 @@ from .eval_records import ExampleRecorder
 from .interrupts import RunInterrupted, interrupts_raise
 from .module import AblationModule
 from .progress import StepProgress
+from .shared_tokenizer import check_same_tokenizer, shared_tokenizer
 from .tracking import ResumableCSVLogger, check_wandb, make_wandb_logger
 from .wandb_run import wandb_finished
 
@@ -144,8 +145,11 @@ def prepare(cfg: RunConfig):
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             skeleton = Transformer(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
         check_state_fits(skeleton, _backbone_state(pretrained), source=str(pretrained_path))
+    shared = shared_tokenizer(cfg)  # data.tokenizer: one vocabulary for every arm, random init included
+    if shared is not None and tokenizer is not None:
+        check_same_tokenizer(cfg, shared, tokenizer, str(pretrained_path))
     task = task_spec(cfg.data.task)
-    datamodule = build_datamodule(cfg, task, tokenizer=tokenizer)
+    datamodule = build_datamodule(cfg, task, tokenizer=tokenizer or shared)
     datamodule.prepare_data()
     datamodule.setup("fit")
     cfg.model.vocab_size = datamodule.tokenizer.vocab_size
