@@ -46,7 +46,7 @@ def _cfg(tmp_path, task, objective="none", arch="encoder", seed=0, **data):
 
 @pytest.mark.parametrize("task,objective,arch", _cases())
 def test_every_task_gives_batches_with_the_contract_keys(tmp_path, task, objective, arch):
-    multiples = [2] if task not in ("single", "pair") else []
+    multiples = [2] if task not in ("single", "pair", "pair_tag") else []
     cfg = _cfg(tmp_path, task, objective, arch, eval_length_multiples=multiples)
     dm = build_datamodule(cfg)
     dm.setup("fit")
@@ -69,8 +69,9 @@ def test_every_task_gives_batches_with_the_contract_keys(tmp_path, task, objecti
                 assert batch[k].shape[0] == B and batch[k].shape[1] <= limit
                 assert int(batch[k].max()) < V and int(batch[k].min()) >= 0
         if kind == "classification":
-            assert dm.num_classes == {"order": 2, "retrieval": 16, "single": 2, "pair": 2}[task]
-            assert batch["labels"].shape == (B,) and int(batch["labels"].max()) < dm.num_classes
+            assert dm.num_classes == {"order": 2, "retrieval": 16, "single": 2, "pair": 2, "pair_tag": 2}[task]
+            rows = (B, batch["input_ids"].shape[1]) if task == "pair_tag" else (B,)  # token tagging: a tag per token
+            assert batch["labels"].shape == rows and int(batch["labels"].max()) < dm.num_classes
         else:
             assert dm.num_classes is None
             lab = batch["labels"]

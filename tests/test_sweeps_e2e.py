@@ -20,7 +20,7 @@ def test_every_sweep_file_runs_at_smoke_scale(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
     files = sorted(str(p) for p in (ROOT / "sweeps").glob("q*.yaml"))
-    assert len(files) == 7
+    assert len(files) == 8
     rc = command.main([*files, "--scale", "smoke", "--max-runs", "2", "--runs-dir", str(runs), "--quiet", "--offline"])
     out = capsys.readouterr()
     problems = []

@@ -1,4 +1,4 @@
-"""The seven sweep files of the repository: the sweeps table of docs/ARCHITECTURE.md, and each
+"""The eight sweep files of the repository: the sweeps table of docs/ARCHITECTURE.md, and each
 one validates against its experiment file (schema, vocabulary, every grid point parses)."""
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ TABLE = {
     "q4_additive": ("fit", "val/acc", "maximize", {
         "model.attention.kind": ["dot", "additive"], "model.attention.scaling": ["sqrt_dk", "none"],
         "model.head_dim": [16, 256]}),
-    "q5_pretrain": ("fit", "val/loss", "minimize", {"objective": ["mlm_nsp", "mlm", "causal"]}),
+    "q5_pretrain": ("fit", "val/loss", "minimize", {
+        "objective": ["mlm", "mlm_nsp", "causal"], "model.segment_embeddings": [True, False]}),
     "q5_finetune": ("finetune", "val/acc", "maximize", {
-        "objective": ["mlm_nsp", "mlm", "causal", "none"], "data.task": ["single", "pair"]}),
+        "objective": ["mlm", "mlm_nsp", "causal", "none"], "data.task": ["single", "pair_tag"],
+        "data.n_train": [64, 256, 1024]}),
     "q6_cls_sep": ("finetune", "val/acc", "maximize", {
-        "finetune.pooling": ["cls", "mean", "max"], "finetune.mode": ["full", "probe"], "objective": ["mlm_nsp", "mlm"]}),
+        "finetune.pooling": ["cls", "mean"], "finetune.mode": ["full", "probe"], "objective": ["mlm", "mlm_nsp"]}),
+    "q6_sep_segments": ("finetune", "val/acc", "maximize", {
+        "data.pair_format": ["sep", "concat"], "model.segment_embeddings": [True, False]}),
 }
 
 

@@ -51,7 +51,7 @@ def suite(tmp_path_factory):
 STANDALONE = ["q1_scaling", "q2_positional", "q3_attention", "q4_additive", "q5_pretrain"]
 
 
-@pytest.mark.parametrize("experiment", STANDALONE + ["q5_finetune", "q6_cls_sep"])
+@pytest.mark.parametrize("experiment", STANDALONE + ["q5_finetune", "q6_cls_sep", "q6_sep_segments"])
 def test_every_experiment_trains_evaluates_and_writes_its_record(experiment, suite):
     cfg = cfg_for(experiment, suite)
     result = train(cfg)

@@ -39,6 +39,7 @@ Task = Literal[
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
+    "pair_tag",  # sentence-pair token tagging: each word of A tagged with B's mood (Q5/Q6; no boundary word)
 ]
 Scale = Literal["smoke", "quick", "real", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -126,7 +127,7 @@ class DataConfig:
     source: str = "synthetic"
     """synthetic, file:<path> or hf:<name>[:<config>]"""
     task: Task = "corpus"
-    """corpus (pretraining), retrieval, order, reverse, sort, translate, single or pair"""
+    """corpus (pretraining), retrieval, order, reverse, sort, translate, single, pair or pair_tag"""
     seq_len: int = 64
     """tokens per training example"""
     n_train: int = 2000

@@ -181,13 +181,13 @@ def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokeniz
     """Labelled sentences (or sentence pairs) -> tokenized rows."""
     d, (lengths, mult, sizes, seeds, synthetic_src) = cfg.data, split_plan(cfg, ms)
     num_classes, splits, store_tokenizer = None, {}, lambda: None
-    pair_task = task.pairs
+    pair_task, target = task.pairs, task.target
     if synthetic_src:
         raw = {}
         for name, Ln in lengths.items():
             rows = task.examples(cfg, name, sizes[name], seeds[name], Ln, mult[name])
             raw[name] = [{"text_a": r.get("text", r.get("text_a")), "text_b": r.get("text_b"),
-                          "label": r["label"]} for r in rows]
+                          target: r[target]} for r in rows]
         num_classes = task.num_classes
     else:
         ld = source
@@ -200,7 +200,9 @@ def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokeniz
     tok = tokenizer
     fields = {"text_a": "a_ids", **({"text_b": "b_ids"} if pair_task else {})}
     for name, rows in raw.items():
-        splits[name] = _tokenize_rows(rows, tok, fields, ["label"])
+        splits[name] = _tokenize_rows(rows, tok, fields, [target])
+        if target == "tags" and any(len(a) != len(t) for a, t in zip(splits[name]["a_ids"], splits[name]["tags"])):
+            raise ConfigError(f"data.task={task.name} needs one token per word of A (a word-level tokenizer)")
     return splits, tok, num_classes, store_tokenizer
 
 

@@ -66,6 +66,11 @@ def pair_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m: int
     return synthetic.pair(n, seed=seed, split="train" if split == "train" else "val")
 
 
+def pair_tag_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m: int) -> list[dict]:
+    """Rows ``{text_a, text_b, tags}``: one tag per word of A (token tagging, Q5/Q6)."""
+    return synthetic.pair_tag(n, seed=seed, split="train" if split == "train" else "val")
+
+
 # --- seq2seq tasks: rows {source, target} (sizes in source words) -----------------------------
 def reverse_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m: int) -> list[dict]:
     lo, hi = _sizes(2, _smax, length, m)

@@ -23,6 +23,8 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
   each clause SVO -> SOV with adjectives after their noun.
 - ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
 - ``pair`` (Q5/Q6): label 1 iff sentence B keeps the mood of sentence A.
+- ``pair_tag`` (Q5/Q6): token tagging; every content word of A (a sentence of mixed mood) is tagged
+  with the mood of B, so a left-to-right reader of A is at chance; no "." or other boundary word.
 - ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
   verbs and adjectives of each polarity, the *val* split only the other half. A model must know
   the held-out words' classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
@@ -308,7 +310,7 @@ def pair(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
 
 def vocabulary(task: str, **kw) -> list[str]:
     """All symbols a task can emit (the synthetic tokenizer is trained on this list)."""
-    if task in ("corpus", "single", "pair"):
+    if task in ("corpus", "single", "pair", "pair_tag"):
         return english_vocabulary()
     if task == "order":
         return order_vocabulary(kw.get("n_fillers", 16))
@@ -319,3 +321,58 @@ def vocabulary(task: str, **kw) -> list[str]:
     if task == "translate":
         return translate_vocabulary()
     raise ValueError(f"unknown synthetic task {task!r}")
+
+
+# --- pair_tag (Q5/Q6): token tagging across a pair, the left-to-right gap --------------------
+TAG_IGNORE = -100  # tag of a word that is not labelled (the function words)
+PAIR_TAG_FUNCTION = ("the", "in")
+POLARITY = {**{w: 1 for w in POS_VERBS + POS_ADJ}, **{w: 0 for w in NEG_VERBS + NEG_ADJ}}  # 1 positive
+
+
+def _tag_clause(rng: random.Random, nouns: Sequence[str], places: Sequence[str],
+                mood: int | None) -> list[str]:
+    """``[in the PLACE] the [ADJ] S VERB the [ADJ] O [in the PLACE]`` (one place at most), without a
+    final ".". ``mood`` 1/0: the verb and every polar adjective have that polarity; ``None``: each
+    of them draws its own polarity (a sentence of mixed mood)."""
+    def polar(pos: Sequence[str], neg: Sequence[str]) -> str:
+        m = rng.randrange(2) if mood is None else mood
+        return rng.choice(pos if m else neg)
+
+    def adj() -> list[str]:
+        r = rng.random()
+        return [polar(POS_ADJ, NEG_ADJ)] if r < 0.6 else [rng.choice(NEUTRAL_ADJ)] if r < 0.8 else []
+
+    s, o = rng.sample(list(nouns), 2)
+    words = ["the", *adj(), s, polar(POS_VERBS, NEG_VERBS), "the", *adj(), o]
+    if rng.random() < 0.4:  # the place opens or closes the clause: no word class only ever ends a sentence
+        where = ["in", "the", rng.choice(list(places))]
+        words = words + where if rng.random() < 0.5 else where + words
+    return words
+
+
+def pair_tag(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
+    """``{"text_a", "text_b", "tags"}``: a token-tagging pair task that only a reader of B can solve.
+
+    A is a clause of mixed mood (its verb and each polar adjective draw their own polarity); B is a
+    clause of one mood, a fair coin drawn independently of A. ``tags`` has one entry per word of A:
+    B's mood (1 positive, 0 negative) for every content word, :data:`TAG_IGNORE` for the function
+    words ("the", "in"). Each word of A must report what follows it, as a start/end tag in SQuAD or a
+    token of MRPC's first sentence must read the second. No prefix of A (nor all of A) carries
+    information about a tag, so a left-to-right (causal) reader of A is at chance by construction,
+    while a reader of B solves it exactly: BERT Table 5's left-to-right gap.
+
+    Sentences carry no trailing "." and no other boundary word: in a row ``[CLS] A [SEP] B [SEP]``
+    only [SEP] (or the segment ids) marks where A ends, which matters here, because B's mood must be
+    read from B's words alone (A is of mixed mood). ``split`` names the stream; no words are held out (the
+    label count of the fine-tuning set is what makes pretraining matter).
+    """
+    rng = random.Random(f"pair_tag:{split}:{seed}")
+    out = []
+    for _ in range(n):
+        topics = list(TOPICS)
+        a = _tag_clause(rng, *TOPICS[rng.choice(topics)], mood=None)
+        mood_b = rng.randrange(2)
+        b = _tag_clause(rng, *TOPICS[rng.choice(topics)], mood=mood_b)
+        tags = [TAG_IGNORE if w in PAIR_TAG_FUNCTION else mood_b for w in a]
+        out.append({"text_a": " ".join(a), "text_b": " ".join(b), "tags": tags})
+    return out

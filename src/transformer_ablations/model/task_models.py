@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, ModelConfig
 from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, predicted_positions
+from .kernels import cpu_linear
+from .pooling import init_weights
 from .transformer import Transformer
 
 
@@ -215,3 +217,28 @@ class SequenceClassifier(nn.Module):
         )
         logits, labels = self.head(hidden, mask), batch["labels"]  # [B, C], [B]
         return TaskOutput(F.cross_entropy(logits, labels), logits, labels, {}, stats)
+
+
+class TokenTagger(nn.Module):
+    """Backbone + one linear layer per token (the ``pair_tag`` task); ``labels`` [B, T] hold class ids,
+    -100 where a token is not tagged. Logits and targets cover the N tagged tokens ([N, C], [N]), so the
+    classification metrics are token-level. Each token is tagged from its own hidden state: a causal
+    backbone tags a word of A from A's prefix only, a bidirectional one from the whole row (BERT
+    Table 5's left-to-right gap). Frozen (``finetune.mode=probe``) it is a linear probe of the token
+    states; ``finetune.pooling`` plays no part."""
+
+    def __init__(self, model_cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        self.backbone = Transformer(model_cfg)
+        self.dropout = nn.Dropout(model_cfg.dropout)
+        self.classifier = cpu_linear.Linear(model_cfg.d_model, num_classes)
+        self.classifier.apply(init_weights)
+
+    def forward(self, batch: dict[str, Tensor], return_stats: bool = False) -> TaskOutput:
+        hidden, stats = self.backbone(
+            batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"), return_stats=return_stats
+        )
+        tagged, targets = predicted_positions(hidden, batch["labels"])  # [N, D], [N]
+        logits = self.classifier(self.dropout(tagged))  # [N, C]
+        return TaskOutput(F.cross_entropy(logits, targets), logits, targets, {}, stats)
+

@@ -40,7 +40,7 @@ QUESTION_SWEEPS: dict[str, tuple[str, ...]] = {
     "q3": ("q3_attention",),
     "q4": ("q4_additive",),
     "q5": ("q5_pretrain", "q5_finetune"),
-    "q6": ("q6_cls_sep",),
+    "q6": ("q6_cls_sep", "q6_sep_segments"),
 }
 
 CHANCE_ORDER_TASK = 0.5
@@ -256,13 +256,15 @@ def fig_q4_cost(rows: Sequence[dict] | None, out_dir: Path, error: str | None = 
 # --- Q5 ----------------------------------------------------------------------------------
 Q5_OBJECTIVES = ("mlm_nsp", "mlm", "causal", "none")
 # (column header, sweep, task filter, metric)
+Q5_LABELS = 256  # the label count of the table and of the objective comparisons (claims.yaml)
 Q5_COLUMNS = (
-    ("single acc", "q5_finetune", {"data.task": "single"}, "val/acc"),
-    ("single MCC", "q5_finetune", {"data.task": "single"}, "val/mcc"),
-    ("pair acc", "q5_finetune", {"data.task": "pair"}, "val/acc"),
-    ("pair F1", "q5_finetune", {"data.task": "pair"}, "val/f1"),
-    ("NSP acc (pretraining)", "q5_pretrain", {}, "val/nsp_acc"),
+    ("single acc", "q5_finetune", {"data.task": "single", "data.n_train": Q5_LABELS}, "val/acc"),
+    ("single MCC", "q5_finetune", {"data.task": "single", "data.n_train": Q5_LABELS}, "val/mcc"),
+    ("pair-tag acc", "q5_finetune", {"data.task": "pair_tag", "data.n_train": Q5_LABELS}, "val/acc"),
+    ("pair-tag F1", "q5_finetune", {"data.task": "pair_tag", "data.n_train": Q5_LABELS}, "val/f1"),
+    ("NSP acc (pretraining)", "q5_pretrain", {"model.segment_embeddings": True}, "val/nsp_acc"),
 )
+Q5_TASKS = (("single", "single sentence (held-out polarity words)"), ("pair_tag", "pair tagging (label in B)"))
 
 
 def q5_table(by_sweep: Mapping[str, Sequence[RunRecord]], grid: Grid | None = None) -> tuple[list[str], list[list[str]]]:
@@ -313,6 +315,26 @@ def fig_q5_table(by_sweep: Mapping[str, Sequence[RunRecord]], grid: Grid, out_di
     return FigureResult(path.stem, path, title, notes)
 
 
+def fig_q5_labels(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    """Label-count curves: accuracy against the number of labelled examples, one line per objective."""
+    path, title = Path(out_dir) / "q5_labels.png", "Q5: fine-tuned accuracy vs label count per pretraining objective"
+    if not runs:
+        return _no_runs(path, title, "q5_finetune")
+    notes = _Notes()
+    counts = _axis("data.n_train", grid, runs)
+    series = [(f"objective={fmt_value(o)}", {"objective": o}) for o in _axis("objective", grid, runs, Q5_OBJECTIVES)]
+    tasks = [(t, label) for t, label in Q5_TASKS if t in _axis("data.task", grid, runs)]
+    fig, axes = _figure(1, max(len(tasks), 1))
+    for ax, (task, label) in zip(axes[0], tasks):
+        _lines_vs_x(ax, runs, notes, "data.n_train", counts, series, "val/acc", base={"data.task": task}, logx=True)
+        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("labelled examples (data.n_train)")
+    _averaged_note(runs, ("objective", "data.task", "data.n_train"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
 # --- Q6 ----------------------------------------------------------------------------------
 def fig_q6_pooling(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
     path, title = Path(out_dir) / "q6_pooling.png", "Q6: pair-task accuracy per pooling × fine-tuning mode"
@@ -322,11 +344,43 @@ def fig_q6_pooling(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> Figu
     objectives = _axis("objective", grid, runs, ("mlm_nsp", "mlm"))
     fig, axes = _figure(1, len(objectives))
     for ax, obj in zip(axes[0], objectives):
-        _bars(ax, runs, notes, "finetune.pooling", _axis("finetune.pooling", grid, runs, ("cls", "mean", "max")),
+        _bars(ax, runs, notes, "finetune.pooling", _axis("finetune.pooling", grid, runs, ("cls", "mean")),
               "finetune.mode", _axis("finetune.mode", grid, runs, ("full", "probe")), "val/acc",
               base={"objective": obj})
         ax.set_title(f"pretrained with {obj}", fontsize=9)
     _averaged_note(runs, ("finetune.pooling", "finetune.mode", "objective"), notes)
+    _save(fig, path, title)
+    return FigureResult(path.stem, path, title, notes.lines())
+
+
+def sep_segments_table(runs: Sequence[RunRecord], grid: Grid | None = None) -> tuple[list[str], list[list[str]]]:
+    """The [SEP] x segment-embeddings table: one row per pair format, one column per segments setting;
+    cells ``mean ± CI half-width (n)`` of the pair-tagging accuracy."""
+    grid = grid or {}
+    segments = _axis("model.segment_embeddings", grid, runs, (True, False))
+    headers = ["pair_format"] + [f"segment_embeddings={fmt_value(v)}" for v in segments]
+    rows = []
+    for fmt in _axis("data.pair_format", grid, runs, ("sep", "concat")):
+        row = [fmt_value(fmt)]
+        for seg in segments:
+            est = cell_estimate(runs, {"data.pair_format": fmt, "model.segment_embeddings": seg}, "val/acc")
+            row.append("—" if est.n == 0 or not math.isfinite(est.mean) else
+                       f"{est.mean:.3f} ± {est.half_width:.3f} (n={est.n})" if est.has_interval else
+                       f"{est.mean:.3f} (n={est.n})")
+        rows.append(row)
+    return headers, rows
+
+
+def fig_q6_sep(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
+    path, title = Path(out_dir) / "q6_sep.png", "Q6: pair-tagging accuracy per pair format × segment embeddings"
+    if not runs:
+        return _no_runs(path, title, "q6_sep_segments")
+    notes = _Notes()
+    fig, axes = _figure(1, 1)
+    _bars(axes[0][0], runs, notes, "data.pair_format", _axis("data.pair_format", grid, runs, ("sep", "concat")),
+          "model.segment_embeddings", _axis("model.segment_embeddings", grid, runs, (True, False)), "val/acc",
+          chance=0.5)
+    _averaged_note(runs, ("data.pair_format", "model.segment_embeddings"), notes)
     _save(fig, path, title)
     return FigureResult(path.stem, path, title, notes.lines())
 
@@ -345,7 +399,9 @@ def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: 
         "q3": [lambda: fig_q3_length(runs("q3_attention"), grid("q3_attention"), out_dir)],
         "q4": [lambda: fig_q4_quality(runs("q4_additive"), grid("q4_additive"), out_dir),
                lambda: fig_q4_cost(collection.attention_cost, out_dir, collection.attention_cost_error)],
-        "q5": [lambda: fig_q5_table(by_sweep, grid("q5_finetune"), out_dir)],
-        "q6": [lambda: fig_q6_pooling(runs("q6_cls_sep"), grid("q6_cls_sep"), out_dir)],
+        "q5": [lambda: fig_q5_table(by_sweep, grid("q5_finetune"), out_dir),
+               lambda: fig_q5_labels(runs("q5_finetune"), grid("q5_finetune"), out_dir)],
+        "q6": [lambda: fig_q6_pooling(runs("q6_cls_sep"), grid("q6_cls_sep"), out_dir),
+               lambda: fig_q6_sep(runs("q6_sep_segments"), grid("q6_sep_segments"), out_dir)],
     }
     return {q: [make() for make in fns] for q, fns in makers.items()}

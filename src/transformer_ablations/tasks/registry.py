@@ -70,6 +70,12 @@ def _classification_collator(cfg: RunConfig, tokenizer, max_len: int, kind: str)
     return ClassificationCollator(tokenizer, max_len, cfg.data.pair_format)
 
 
+def _tagging_collator(cfg: RunConfig, tokenizer, max_len: int, kind: str):
+    from ..data.tagging import TaggingCollator
+
+    return TaggingCollator(tokenizer, max_len, cfg.data.pair_format)
+
+
 def _lm_model(cfg: RunConfig, num_classes: int | None = None):
     from ..model.task_models import CausalLM, MaskedLM
 
@@ -92,6 +98,14 @@ def _classifier(cfg: RunConfig, num_classes: int | None = None):
     return SequenceClassifier(cfg.model, num_classes, cfg.finetune.pooling)
 
 
+def _tagger(cfg: RunConfig, num_classes: int | None = None):
+    from ..model.task_models import TokenTagger
+
+    if num_classes is None:
+        raise ConfigError(f"data.task={cfg.data.task} is a token-tagging task: its model needs num_classes")
+    return TokenTagger(cfg.model, num_classes)
+
+
 def _nsp_key(cfg: RunConfig) -> list[str]:
     return ["val/nsp_acc"] if cfg.objective == "mlm_nsp" else []
 
@@ -106,6 +120,10 @@ LM = TaskFamily("lm", ("loss", "acc", "ppl"),
 CLASSIFICATION = TaskFamily("classification", ("loss", "acc", "f1", "mcc"),
                             {obj: ("encoder", "decoder") for obj in ("mlm_nsp", "mlm", "causal", "none")},
                             _check_classification, _classification_collator, _classifier, _nsp_key)
+# token tagging: a classification task whose targets are tokens (the metrics are token-level); it shares
+# the classification rules, metrics and objectives, not the collator or the model
+TAGGING = TaskFamily("classification", CLASSIFICATION.metrics, CLASSIFICATION.archs, _check_classification,
+                     _tagging_collator, _tagger, _nsp_key)
 SEQ2SEQ = TaskFamily("seq2seq", ("loss", "token_acc", "ppl"), {"seq2seq": ("encoder_decoder", "decoder")},
                      _check_seq2seq, _seq2seq_collator, _seq2seq_model, _exact_match_keys)
 FAMILIES = {f.name: f for f in (LM, CLASSIFICATION, SEQ2SEQ)}
@@ -117,6 +135,8 @@ TASKS: dict[str, TaskSpec] = {
     "pair": TaskSpec("pair", CLASSIFICATION, 6, examples.pair_rows, 2, length_sets=False, pairs=True),  # Q5/Q6
     "retrieval": TaskSpec("retrieval", CLASSIFICATION, 8, examples.retrieval_rows, examples.RETRIEVAL_VALUES,
                           synthetic_only=True, words=examples.retrieval_words),  # associative recall (Q1, Q4)
+    "pair_tag": TaskSpec("pair_tag", TAGGING, 6, examples.pair_tag_rows, 2, synthetic_only=True, length_sets=False,
+                         pairs=True, target="tags"),  # Q5/Q6: each word of A tagged with B's mood; no boundary word
     "reverse": TaskSpec("reverse", SEQ2SEQ, 5, examples.reverse_rows, synthetic_only=True),  # Q3
     "sort": TaskSpec("sort", SEQ2SEQ, 5, examples.sort_rows, synthetic_only=True),  # Q3
     "translate": TaskSpec("translate", SEQ2SEQ, 11, examples.translate_rows),  # Q3: reordering between vocabularies
@@ -124,7 +144,8 @@ TASKS: dict[str, TaskSpec] = {
 
 
 def tasks_of(family: TaskFamily) -> list[str]:
-    return [name for name, spec in TASKS.items() if spec.family is family]
+    """The tasks of a family (by name: token tagging is a classification task)."""
+    return [name for name, spec in TASKS.items() if spec.family.name == family.name]
 
 
 def task_spec(task: str) -> TaskSpec:

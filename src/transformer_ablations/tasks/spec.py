@@ -69,6 +69,7 @@ class TaskSpec:
     length_sets: bool = True  # val_len<m>x sets (length generalisation) exist for its synthetic data
     pairs: bool = False  # classification of sentence pairs (text_a, text_b)
     words: Callable[[RunConfig], list[str]] | None = None  # its synthetic vocabulary (None: synthetic.vocabulary)
+    target: str = "label"  # the row's target column: "label" (one per row) or "tags" (one per word of A)
 
     @property
     def objectives(self) -> tuple[str, ...]:

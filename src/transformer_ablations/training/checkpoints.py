@@ -191,7 +191,8 @@ def pretrained_objective(spec: str | Path) -> str:
 # --- pretrained checkpoints for fine-tuning -------------------------------------------------
 def resolve_pretrained(cfg: RunConfig) -> Path | None:
     """``finetune.pretrained``: a path, or ``auto:<sweep>`` = the finished run of that sweep
-    (in the same out_dir) with this run's objective and seed. ``objective=none``: random init."""
+    (in the same out_dir) with this run's objective, seed and ``model.segment_embeddings`` (Q6
+    fine-tunes encoders pretrained with and without segment embeddings). ``objective=none``: random init."""
     spec = cfg.finetune.pretrained
     if cfg.objective == "none" or not spec:
         return None
@@ -202,11 +203,14 @@ def resolve_pretrained(cfg: RunConfig) -> Path | None:
     for run_dir in sorted(root.glob("*/")):
         summary = read_summary(run_dir) or {}
         conf = summary.get("config", {})
-        if summary.get("status") == "finished" and conf.get("objective") == cfg.objective and conf.get("seed") == cfg.seed:
+        segments = conf.get("model.segment_embeddings", True)  # the record's config is flat (dotted keys)
+        if (summary.get("status") == "finished" and conf.get("objective") == cfg.objective
+                and conf.get("seed") == cfg.seed and segments == cfg.model.segment_embeddings):
             return checkpoint_file(run_dir)
     raise ConfigError(
         f"finetune.pretrained={spec}: no finished {sweep} run with objective={cfg.objective} seed={cfg.seed} "
-        f"under {root}; run `ablate sweep {sweep}` first"
+        f"model.segment_embeddings={str(cfg.model.segment_embeddings).lower()} under {root}; "
+        f"run `ablate sweep {sweep}` first"
     )
 
 

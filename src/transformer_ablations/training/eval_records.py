@@ -79,7 +79,7 @@ class ExampleRecorder(L.Callback):
         logits, targets = out.logits.detach().float(), out.targets
         correct = (logits.argmax(-1) == targets).float()
         loss = F.cross_entropy(logits, targets, reduction="none") if targets.numel() else correct
-        if pl_module.is_classifier:  # one target per row
+        if labels.dim() == 1:  # one target per row (classifiers; token tagging has [B, T] labels)
             rows, ones = [correct, loss], torch.ones_like(correct)
             dens = [ones, ones]
         else:  # targets are the labelled tokens, row-major (model.heads.predicted_positions)
