@@ -72,8 +72,8 @@ def test_sdpa_equals_reference(make_model_cfg, scaling, case):
 def test_additive_chunks_equal_one_chunk(make_model_cfg, scaling):
     common = {"arch": "decoder", "positional": "alibi", "n_layers": 2, "segment_embeddings": False}
     chunked, whole = twin(
-        make_model_cfg(**common, attention={"kind": "additive", "scaling": scaling, "chunk_size": 2}),
-        make_model_cfg(**common, attention={"kind": "additive", "scaling": scaling, "chunk_size": 64}),
+        make_model_cfg(**common, attention={"kind": "additive", "additive_init": "unit", "scaling": scaling, "chunk_size": 2}),
+        make_model_cfg(**common, attention={"kind": "additive", "additive_init": "unit", "scaling": scaling, "chunk_size": 64}),
     )
     ids, mask = ragged_batch()
     outputs = []

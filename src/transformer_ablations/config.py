@@ -33,6 +33,7 @@ PairFormat = Literal["sep", "concat"]
 # --- extensions used by the experiments ------------------------------------------------
 CrossAttention = Literal["full", "pooled"]  # Q3: decoder sees every encoder state, or one pooled state
 AttentionImpl = Literal["sdpa", "reference"]  # fast path vs readable reference path (same maths)
+AdditiveInit = Literal["bahdanau", "unit"]  # Q4: v_a starts at zero (Bahdanau) or N(0, 1) (grows like q.k)
 Task = Literal[
     "corpus",  # multi-sentence documents: mlm / mlm_nsp / causal pretraining
     "retrieval",  # associative recall (Q1, Q4)
@@ -40,6 +41,7 @@ Task = Literal[
     "reverse",  # seq2seq (Q3)
     "sort",  # seq2seq (Q3)
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
+    "lookup",  # offset lookup: the token k places before the query (Q2, decoder; needs positions)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
 ]
@@ -59,6 +61,8 @@ class AttentionConfig:
     """sdpa: PyTorch's fused kernel; reference: the readable path (same maths)"""
     chunk_size: int = 64
     """additive attention: queries per chunk (bounds peak memory)"""
+    additive_init: AdditiveInit = "bahdanau"
+    """additive attention: v_a starts at zero (bahdanau) or N(0, 1) (unit: the score's std grows as sqrt(d_k))"""
 
 
 @dataclass
@@ -116,6 +120,8 @@ class DataConfig:
     """sentencepiece vocabulary (symbolic tasks use one token per symbol)"""
     pair_format: PairFormat = "sep"
     """sentence pairs as [CLS] a [SEP] b [SEP] (sep) or [CLS] a b [SEP] (concat)"""
+    selection_split: bool = False
+    """also evaluate on a disjoint held-out split, val_select/* (for tuning, e.g. Q1's per-arm lr)"""
     eval_length_multiples: list[int] = field(default_factory=list)
     """also evaluate at these multiples of seq_len, e.g. [2, 4]"""
     mlm_probability: float = 0.15
@@ -148,6 +154,8 @@ class TrainConfig:
     """optimizer steps"""
     lr: float = 1e-3
     """peak learning rate (AdamW, warmup then cosine)"""
+    lr_from: str | None = None
+    """auto:<sweep>: train.lr is the lr whose runs of that sweep (same settings) scored best on val_select"""
     warmup_steps: int = 30
     """linear warmup steps"""
     weight_decay: float = 0.01
@@ -204,7 +212,7 @@ class ConfigError(ValueError):
     """A config that cannot run. The message is one line: what is wrong and what is valid."""
 
 
-CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval")
+CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval", "lookup")
 SEQ2SEQ_TASKS = ("reverse", "sort", "translate")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy / Lightning's seed_everything accept
 
@@ -221,15 +229,23 @@ def task_kind(task: str) -> str:
     return "classification" if task in CLASSIFICATION_TASKS else "seq2seq" if task in SEQ2SEQ_TASKS else "lm"
 
 
+def max_source_len(seq_len: int) -> int:
+    """The longest seq2seq source whose prefix-LM row (source [SEP] target, |target| = |source|) fits seq_len."""
+    return (seq_len - 1) // 2
+
+
 def length_buckets(seq_len: int, n: int = 4) -> list[int]:
-    """Upper bounds of source-length buckets for exact match vs length (Q3: ``val/exact_match_src<N>``)."""
-    return sorted({max(1, math.ceil(seq_len * (i + 1) / n)) for i in range(n)})
+    """Upper bounds of source-length buckets for exact match vs length (Q3: ``val/exact_match_src<N>``):
+    ``n`` equal widths over the real source range [1, :func:`max_source_len`] (sources never fill seq_len)."""
+    top = max(1, max_source_len(seq_len))
+    return sorted({max(1, math.ceil(top * (i + 1) / n)) for i in range(n)})
 
 
 def logged_metric_keys(cfg: RunConfig) -> list[str]:
     """Every key a run of ``cfg`` logs that a checkpoint can monitor (validation keys and ``train/loss``)."""
     kind = task_kind(cfg.data.task)
-    sets = ["val", *(f"val_len{m}x" for m in cfg.data.eval_length_multiples if isinstance(m, int))]
+    sets = ["val", *(["val_select"] if cfg.data.selection_split else []),
+            *(f"val_len{m}x" for m in cfg.data.eval_length_multiples if isinstance(m, int))]
     keys = [f"{s}/{name}" for s in sets for name in TASK_METRICS[kind]]
     if cfg.objective == "mlm_nsp":
         keys.append("val/nsp_acc")
@@ -338,6 +354,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if t.lr <= 0:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if t.lr_from is not None and (not t.lr_from.startswith("auto:") or len(t.lr_from) <= 5):
+        raise ConfigError(f"train.lr_from={t.lr_from} must be auto:<sweep> (the sweep whose runs choose the lr) or null")
     if t.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} must be >= 0")
     # objective x task x arch
@@ -471,6 +489,7 @@ def toggle_values() -> dict[str, tuple]:
         "model.attention.kind": get_args(AttentionKind),
         "model.attention.scaling": get_args(Scaling),
         "model.attention.impl": get_args(AttentionImpl),
+        "model.attention.additive_init": get_args(AdditiveInit),
         "model.positional": get_args(Positional),
         "model.segment_embeddings": (True, False),
         "model.norm": get_args(Norm),

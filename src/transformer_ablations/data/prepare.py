@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 
 DATA_SEED = 1234
 CACHE_VERSION = "data-v1"
-SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort")
-LENGTH_TASKS = ("corpus", "order", "retrieval", "reverse", "sort", "translate")
+SYNTHETIC_ONLY = ("order", "retrieval", "reverse", "sort", "lookup")
+LENGTH_TASKS = ("corpus", "order", "retrieval", "reverse", "sort", "translate", "lookup")
 RETRIEVAL_VALUES = 16
 NSP_SAME_TOPIC = 0.5  # synthetic corpus: share of NSP negatives drawn from another document of the same topic
 MIN_SEQ_LEN = {"corpus": 8, "order": 6, "retrieval": 8, "reverse": 5, "sort": 5, "translate": 11,
-               "single": 4, "pair": 6}
+               "single": 4, "pair": 6, "lookup": 8}
 
 
 @dataclass
@@ -119,6 +119,8 @@ def _range(task: str, length: int, m: int) -> tuple[int, int]:
         lo, hi, f = 4, length - 2, (lambda L: L - 2)
     elif task == "retrieval":
         lo, hi, f = 2, _pmax(length), _pmax
+    elif task == "lookup":  # [CLS] symbols @k [SEP]
+        lo, hi, f = synthetic.LOOKUP_GROUP, length - 3, (lambda L: L - 3)
     elif task == "translate":
         lo, hi, f = synthetic.TRANSLATE_MIN_LEN, _smax(length), _smax
     else:
@@ -232,7 +234,7 @@ def prepare(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> Prepared:
     ms = length_multiples(cfg)
     cache = Path(os.path.expanduser(d.cache_dir))
     parts = {"v": code_version(), "task": d.task, "kind": kind, "seq_len": d.seq_len, "n_train": d.n_train,
-             "n_val": d.n_val, "multiples": ms, "data_seed": DATA_SEED}
+             "n_val": d.n_val, "multiples": ms, "data_seed": DATA_SEED, "selection_split": d.selection_split}
     if src_kind == "synthetic":
         parts["source"] = "synthetic"
         if tokenizer is None:
@@ -404,6 +406,9 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
     mult = {"train": 1, "val": 1, **{f"val_len{m}x": m for m in ms}}
     sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
     seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
+    if d.selection_split:  # a disjoint held-out split for tuning (Q1's lr), generated like val
+        lengths, mult, sizes, seeds = ({**x, "val_select": v} for x, v in
+                                       ((lengths, L), (mult, 1), (sizes, d.n_val), (seeds, DATA_SEED + 2)))
     synthetic_src = corpora.parse_source(d.source)[0] == "synthetic"
     num_classes = None
     splits = {}
@@ -487,13 +492,17 @@ def _build(cfg: RunConfig, kind: str, ms: list[int], tokenizer: Tokenizer | None
                     lo, hi = _range("retrieval", Ln, mult[name])
                     rows = synthetic.retrieval(n, seed=seeds[name], min_pairs=lo, max_pairs=hi,
                                                n_keys=_retrieval_keys(cfg), n_values=RETRIEVAL_VALUES)
+                elif d.task == "lookup":
+                    lo, hi = _range("lookup", Ln, mult[name])
+                    rows = synthetic.lookup(n, seed=seeds[name], min_len=lo, max_len=hi)
                 elif d.task == "single":
                     rows = synthetic.single(n, seed=seeds[name], split="train" if name == "train" else "val")
                 else:
                     rows = synthetic.pair(n, seed=seeds[name], split="train" if name == "train" else "val")
                 raw[name] = [{"text_a": r.get("text", r.get("text_a")), "text_b": r.get("text_b"),
                               "label": r["label"]} for r in rows]
-            num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2}[d.task]
+            num_classes = {"order": 2, "retrieval": RETRIEVAL_VALUES, "single": 2, "pair": 2,
+                           "lookup": synthetic.LOOKUP_SYMBOLS}[d.task]
         else:
             ld = source
             raw = {"train": _cap(_shuffled(ld.train, "train"), d.n_train),

@@ -44,18 +44,24 @@ class DivergenceGuard(L.Callback):
             pl_module.log("train/grad_norm", norm)
             qk = pl_module.net.backbone.query_key_grads()
             if qk:
-                pl_module.log("train/grad_norm_qk", torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk])))
+                qk_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk]))
+                pl_module.log("train/grad_norm_qk", qk_norm)
+                if trainer.global_step == 0:  # Q1: the gradient into W_q/W_k at initialisation, kept apart
+                    pl_module.log("train/init_grad_norm_qk", qk_norm)
 
 
 class AttentionStats(L.Callback):
     """Every ``every`` steps the training forward also returns per-layer attention statistics
-    (no second pass); they are logged as ``attn/<layer>/<stat>`` and ``attn/<stat>`` (layer mean)."""
+    (no second pass); they are logged as ``attn/<layer>/<stat>`` and ``attn/<stat>`` (layer mean). The
+    layer means of the first step are also kept as ``attn/init/<stat>`` (Q1: at initialisation)."""
 
     def __init__(self, every: int):
         self.every = every
+        self.first = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         pl_module.want_attention_stats = trainer.global_step % self.every == 0
+        self.first = trainer.global_step == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stats = pl_module.last_attention_stats
@@ -71,6 +77,8 @@ class AttentionStats(L.Callback):
                 totals.setdefault(key, []).append(value)
         for key, values in totals.items():
             pl_module.log(f"attn/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
+            if self.first:
+                pl_module.log(f"attn/init/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
         pl_module.last_attention_stats = None
 
 
