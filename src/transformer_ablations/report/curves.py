@@ -37,8 +37,9 @@ def read_curve(run: RunRecord, metric: str) -> dict[int, float]:
 
 
 def fig_learning_curves(runs: Sequence[RunRecord], sweep: str, arms: Sequence[tuple[str, Mapping[str, Any]]],
-                        metric: str, out_dir: Path, name: str) -> FigureResult:
-    """``arms``: (label, config match) pairs; one panel, ``metric`` against the step."""
+                        metric: str, out_dir: Path, name: str, show: str | None = None) -> FigureResult:
+    """``arms``: (label, config match) pairs; one panel, ``metric`` against the step. ``show``: a config
+    key whose values in each arm's runs the caption lists (e.g. the lr an arm was trained at)."""
     path = Path(out_dir) / f"{name}.png"
     title = f"{name.split('_')[0].upper()}: learning curves of {metric} (mean over seeds, range shaded)"
     if not runs:
@@ -47,7 +48,11 @@ def fig_learning_curves(runs: Sequence[RunRecord], sweep: str, arms: Sequence[tu
     fig, axes = _figure(1, 1, 7, 3.8)
     ax, drew = axes[0][0], False
     for label, match in arms:
-        curves = [c for r in runs if r.usable and r.matches(match) and (c := read_curve(r, metric))]
+        chosen = [r for r in runs if r.usable and r.matches(match)]
+        if show is not None and chosen:
+            values = sorted({str(r.config.get(show)) for r in chosen})
+            notes.other.append(f"{label}: {show} = {', '.join(values)}")
+        curves = [c for r in chosen if (c := read_curve(r, metric))]
         if not curves:
             notes.other.append(f"{fmt_point(match)}: no learning curve ({metric} in metrics.csv)")
             continue

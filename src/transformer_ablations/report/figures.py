@@ -36,7 +36,7 @@ from .stats import mean_ci
 
 # which sweeps feed which question's figures
 QUESTION_SWEEPS: dict[str, tuple[str, ...]] = {
-    "q1": ("q1_scaling", "q1_lr_select"),
+    "q1": ("q1_scaling",),
     "q2": ("q2_positional", "q2_lookup"),
     "q3": ("q3_attention",),
     "q4": ("q4_additive",),
@@ -341,12 +341,15 @@ def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: 
     runs = lambda s: by_sweep.get(s, [])
     grid = lambda s: grids.get(s) or {}
 
-    def curves(sweep: str, keys: Sequence[str], metric: str, name: str) -> FigureResult:  # issue 15: plateaus
+    def curves(sweep: str, keys: Sequence[str], metric: str, name: str, show: str | None = None) -> FigureResult:
+        """Issue 15: learning curves per arm (plateau evidence); ``show``: a config key whose value per arm
+        the caption states (Q1: the lr each arm was chosen at)."""
         dims = {k: list(grid(sweep).get(k) or sorted({r.config.get(k) for r in runs(sweep)}, key=str)) for k in keys}
-        return fig_learning_curves(runs(sweep), sweep, arms_of(dims), metric, out_dir, name)
+        return fig_learning_curves(runs(sweep), sweep, arms_of(dims), metric, out_dir, name, show)
     makers: dict[str, list[Callable[[], FigureResult]]] = {
         "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir),
-               lambda: curves("q1_scaling", ("model.attention.scaling", "model.head_dim"), "val/acc", "q1_curves")],
+               lambda: curves("q1_scaling", ("model.attention.scaling", "model.head_dim"), "val/acc", "q1_curves",
+                              show="train.lr")],
         "q2": [lambda: fig_q2_order(runs("q2_positional"), grid("q2_positional"), out_dir),
                lambda: fig_q2_length(runs("q2_positional"), grid("q2_positional"), out_dir),
                lambda: fig_q2_length(runs("q2_lookup"), grid("q2_lookup"), out_dir, "q2_lookup_length"),
