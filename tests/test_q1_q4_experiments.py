@@ -330,3 +330,26 @@ def test_slope_weights_are_the_least_squares_slope():
     w = slope_weights([16, 64, 256], "sqrt")
     y = np.array([0.0, 0.1, 0.5])
     assert float(np.dot(w, y)) == pytest.approx(np.polyfit([4.0, 8.0, 16.0], y, 1)[0])
+
+
+# --- the new measurements reach the run record ---------------------------------------------------------------
+def test_a_q3_run_records_head_drops_buckets_and_init_statistics(tmp_path):
+    """Smoke encoder-decoder run: every decoder head's drop, the means, the real-range buckets, and the
+    step-0 statistics of Q1 (saturation, gradient into W_q/W_k) are in summary.json."""
+    from transformer_ablations.cli import parse_run_config
+    from transformer_ablations.training.run import train
+
+    cfg = parse_run_config(["--config", str(ROOT / "experiments/q3_attention.yaml"), "--scale=smoke",
+                            "--train.wandb=disabled", f"--train.out_dir={tmp_path / 'runs'}",
+                            f"--data.cache_dir={tmp_path / 'cache'}", "--train.accelerator=cpu"])
+    summary = train(cfg)
+    assert summary["status"] == "finished", summary.get("error")
+    m = summary["metrics"]
+    heads = [k for k in m if k.startswith("val/head_drop/")]
+    assert sorted(heads) == sorted(f"val/head_drop/dec{i}_{kind}_h{h}" for i in range(2) for kind in ("self", "cross")
+                                   for h in range(4))
+    cross = [m[f"val/head_drop/dec{i}_cross_h{h}"] for i in range(2) for h in range(4)]
+    assert m["val/head_drop_cross"] == pytest.approx(sum(cross) / 8)
+    assert m["val/head_drop_cross_minus_self"] == pytest.approx(m["val/head_drop_cross"] - m["val/head_drop_self"])
+    assert {f"val/exact_match_src{b}" for b in length_buckets(cfg.data.seq_len)} & set(m)
+    assert 0.0 <= m["attn/init/saturated"] <= 1.0 and m["train/init_grad_norm_qk"] > 0

@@ -88,7 +88,7 @@ def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -
         return None
     run_dir = Path(run_dir)
     shutil.copytree(source, run_dir, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("checkpoints", "wandb", "summary.json", "*.lock", ".*.tmp"))
+                    ignore=shutil.ignore_patterns("checkpoints", "wandb", "summary.json", "stdout.log", "*.lock", ".*.tmp"))
     chosen = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=selection["lr"]))
     write_config(run_dir, chosen)
     adopted = {**summary, "run_id": run_dir.name, "experiment": cfg.experiment, "run_dir": str(run_dir),
