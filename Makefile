@@ -9,6 +9,7 @@ Q        ?= q1
 SCALE    ?= quick
 WORKERS  ?=
 TASKS    ?= 4
+TEST_WORKERS ?= 2
 COUNT    ?=
 GPUS     ?=
 EXP      ?= q1_scaling
@@ -32,8 +33,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package (torch pinned by TORCH=)
 
-test: $(STAMP)  ## run the test suite (what CI runs)
-	$(BIN)/python -m pytest -x -p no:cacheprovider
+test: $(STAMP)  ## run the test suite (what CI runs), TEST_WORKERS=2 processes (pytest-xdist; 0 = one process)
+	$(BIN)/python -m pytest -x -p no:cacheprovider -n $(TEST_WORKERS)
 
 quick: $(STAMP)  ## all six questions at quick scale, offline, then reports/quick/
 	$(BIN)/ablate sweep all --scale quick --offline --workers $(or $(WORKERS),2)

@@ -40,7 +40,7 @@ CHILD_A = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from transformer_ablations.config import RunConfig, DataConfig, ModelConfig, TrainConfig
-from transformer_ablations.data import build_datamodule
+from transformer_ablations.tasks import build_datamodule
 import torch  # noqa
 t_import = time.perf_counter() - t0
 source, cache, objective = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -81,7 +81,7 @@ t0 = time.perf_counter()
 import datasets
 from transformer_ablations.config import DataConfig, RunConfig
 from transformer_ablations.data import corpora
-from transformer_ablations.data.prepare import prepare
+from transformer_ablations.tasks import prepare
 from transformer_ablations.data.tokenizer import Tokenizer
 datasets.disable_progress_bars()
 stage("import", t0)
@@ -189,7 +189,7 @@ def _child(code: str, args: list[str], limit_s: float, limit_gb: float | None = 
 def part_a(tmp: Path, file_mb: float) -> dict:
     print("\n(a) cold vs warm start: fresh process -> first training batch (data.task=corpus, mlm_nsp)")
     try:
-        from transformer_ablations.data import build_datamodule  # noqa: F401
+        from transformer_ablations.tasks import build_datamodule  # noqa: F401
     except Exception as e:  # noqa: BLE001
         print(f"  skipped: transformer_ablations.data.build_datamodule not importable ({type(e).__name__}: {e})")
         return {"skipped": str(e)}

@@ -14,7 +14,7 @@ lever).
 
 Matrix-product backend, reported rather than hidden: ATen's fp32 CPU ``mm``/``addmm`` (what HF calls)
 use MKL, which runs AVX2 kernels on AMD CPUs; our Linear layers and fused loss call oneDNN there instead
-(``transformer_ablations.model.cpu_linear``: ~2x the GFLOPS on the AMD EPYC these numbers come from).
+(``transformer_ablations.model.kernels.cpu_linear``: ~2x the GFLOPS on the AMD EPYC these numbers come from).
 So next to the two default contenders the table has two like-for-like rows: ``ours ATen matmuls``
 (our oneDNN path switched off: both sides on MKL) and ``hf ... +oneDNN linears`` (HF's ``F.linear`` and
 ``torch.addmm`` routed through the same oneDNN linear by a TorchFunctionMode: both sides on oneDNN).
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from transformer_ablations.bench.timing import alternate, fmt_table
-from transformer_ablations.model import cpu_linear
+from transformer_ablations.model.kernels import cpu_linear
 
 SIZES = {"vocab": 8000, "d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "T": 128, "batch": 32}
 

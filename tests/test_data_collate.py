@@ -15,7 +15,7 @@ from transformer_ablations.data.collate import (
     Seq2SeqCollator,
     truncate_pair,
 )
-from transformer_ablations.data.prepare import pair_examples
+from transformer_ablations.data.examples import pair_examples
 from transformer_ablations.data.tokenizer import Tokenizer
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from transformer_ablations.config import ConfigError, DataConfig, RunConfig
 from transformer_ablations.data import corpora
-from transformer_ablations.data.prepare import DATA_SEED, pair_examples, prepare
+from transformer_ablations.data.builders import DATA_SEED
+from transformer_ablations.data.examples import pair_examples
 from transformer_ablations.data.tokenizer import Tokenizer
+from transformer_ablations.tasks import prepare
 
 datasets.disable_progress_bars()
 

@@ -7,16 +7,10 @@ import datasets
 import pytest
 import torch
 
-from transformer_ablations.config import (
-    CLASSIFICATION_TASKS,
-    SEQ2SEQ_TASKS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    Task,
-)
-from transformer_ablations.data import build_datamodule
-from transformer_ablations.data.prepare import prepare
+from transformer_ablations.config import DataConfig, ModelConfig, RunConfig, Task
+from transformer_ablations.tasks import CLASSIFICATION, SEQ2SEQ, build_datamodule, prepare, tasks_of
+
+CLASSIFICATION_TASKS, SEQ2SEQ_TASKS = tasks_of(CLASSIFICATION), tasks_of(SEQ2SEQ)
 
 datasets.disable_progress_bars()
 

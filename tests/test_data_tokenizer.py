@@ -115,7 +115,7 @@ def _race_worker(cache_dir: str, barrier, queue) -> None:
 
     datasets.disable_progress_bars()
     from transformer_ablations.data import tokenizer as tm
-    from transformer_ablations.data.prepare import prepare
+    from transformer_ablations.tasks import prepare
 
     try:
         barrier.wait(timeout=60)

@@ -30,7 +30,7 @@ import torch
 
 from transformer_ablations.atomic import atomic_write_bytes
 from transformer_ablations.cli import parse_run_config
-from transformer_ablations.training import records
+from transformer_ablations.runs import records
 from transformer_ablations.training.checkpoints import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]

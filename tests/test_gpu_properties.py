@@ -25,7 +25,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_ablations.model import AttentionContext, Transformer
-from transformer_ablations.model import attention as attention_module
+from transformer_ablations.model.kernels import additive
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
@@ -145,7 +145,7 @@ def test_additive_kernel_gradcheck(device):
     bias = _causal_bias(t, device).double()
 
     def kernel(q, k, v, v_a, scale):
-        return attention_module.AdditiveAttentionFunction.apply(q, k, v, v_a, scale, bias, 2)
+        return additive.AdditiveAttentionFunction.apply(q, k, v, v_a, scale, bias, 2)
 
     # the kernel computes in fp32 whatever its inputs (float64 in, fp32 inside, float64 out): finite
     # differences of eps 1e-3 (fp32 rounding / eps ~ 1e-4), tolerance 1e-3; a wrong gradient is off by ~0.1
@@ -160,7 +160,7 @@ def test_additive_kernel_fp32_gradients_equal_autograd(device):
     bias, inputs = _causal_bias(t, device), [q, k, v, v_a]
     grad_out = torch.randn(b, h, t, d, device=device)
     ref = _naive_additive(q, k, v, v_a, 0.25, bias)
-    fast = attention_module.AdditiveAttentionFunction.apply(q, k, v, v_a, 0.25, bias, 8)
+    fast = additive.AdditiveAttentionFunction.apply(q, k, v, v_a, 0.25, bias, 8)
     assert torch.allclose(fast, ref, atol=1e-5)
     for name, a, r in zip(["q", "k", "v", "v_a"], torch.autograd.grad(fast, inputs, grad_out),
                           torch.autograd.grad(ref, inputs, grad_out)):

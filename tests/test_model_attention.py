@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
 
-from transformer_ablations.config import ConfigError
+from transformer_ablations.config import ConfigError, Scaling
 from transformer_ablations.model import AttentionContext, SelfAttention, Transformer, alibi_slopes, apply_rope
 from transformer_ablations.model.positional import POSITIONALS
 
-SCALINGS = ["sqrt_dk", "none", "dk", "learned", "qk_norm"]
+SCALINGS = list(get_args(Scaling))
 KINDS = [("dot", "sdpa"), ("dot", "reference"), ("additive", "sdpa")]  # additive has one implementation
 
 

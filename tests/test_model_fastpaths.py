@@ -20,21 +20,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from typing import get_args
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from transformer_ablations.config import Arch
 from transformer_ablations.model import (
     AttentionContext,
     CausalLM,
     MaskedLM,
     SelfAttention,
     Transformer,
-    cpu_linear,
 )
 from transformer_ablations.model import attention as attention_module
 from transformer_ablations.model import heads as heads_module
+from transformer_ablations.model.kernels import additive, cpu_linear, fused_ce
 from transformer_ablations.model.positional import POSITIONALS
 
 # --- SDPA: which mask form, and all forms agree ------------------------------------------------------
@@ -126,7 +128,7 @@ def test_fused_linear_cross_entropy_matches_dense(onednn, chunk, with_bias):
     params = [p for p in (hidden, weight, bias) if p is not None]
     dense = F.cross_entropy(F.linear(hidden, weight, bias), targets)
     dense_grads = torch.autograd.grad(dense * 3.0, params)
-    fused = heads_module._fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
+    fused = fused_ce._fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
     fused_grads = torch.autograd.grad(fused * 3.0, params)  # backward scales by the incoming gradient
     assert torch.allclose(fused, dense, atol=1e-6)
     for a, b in zip(fused_grads, dense_grads):
@@ -136,14 +138,14 @@ def test_fused_linear_cross_entropy_matches_dense(onednn, chunk, with_bias):
 def test_fused_linear_cross_entropy_partial_grads_and_empty():
     hidden, weight = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3)  # frozen weight
     targets = torch.randint(0, 6, (4,))
-    loss = heads_module.linear_cross_entropy(hidden, weight, None, targets)
+    loss = fused_ce.linear_cross_entropy(hidden, weight, None, targets)
     (grad,) = torch.autograd.grad(loss, hidden)
     (dense_grad,) = torch.autograd.grad(F.cross_entropy(F.linear(hidden, weight), targets), hidden)
     assert torch.allclose(grad, dense_grad, atol=1e-6)
-    empty = heads_module.linear_cross_entropy(hidden[:0], weight, None, targets[:0])
+    empty = fused_ce.linear_cross_entropy(hidden[:0], weight, None, targets[:0])
     assert float(empty) == 0.0  # no predicted token: 0, not NaN
     with torch.no_grad():  # evaluation takes the plain path: same value
-        assert torch.allclose(heads_module.linear_cross_entropy(hidden, weight, None, targets), loss)
+        assert torch.allclose(fused_ce.linear_cross_entropy(hidden, weight, None, targets), loss)
 
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="PyTorch built without oneDNN")
@@ -173,7 +175,7 @@ def test_fused_linear_cross_entropy_float64_with_ignored_positions():
     )
     dense_grads = torch.autograd.grad(dense * 3.0, (hidden, weight, bias))
     keep = labels != heads_module.IGNORE_INDEX
-    fused = heads_module._fused_linear_cross_entropy(hidden[keep], weight, bias, labels[keep], 4)  # 11 rows
+    fused = fused_ce._fused_linear_cross_entropy(hidden[keep], weight, bias, labels[keep], 4)  # 11 rows
     fused_grads = torch.autograd.grad(fused * 3.0, (hidden, weight, bias))
     torch.testing.assert_close(fused, dense, rtol=1e-12, atol=1e-12)
     for a, r in zip(fused_grads, dense_grads):
@@ -194,7 +196,7 @@ def test_fused_linear_cross_entropy_target_probability_underflow(onednn, chunk):
     targets = torch.randint(0, v, (n,))
     targets[1] = logits[1].argmin()
     assert torch.softmax(logits[1], -1)[targets[1]] == 0  # the case under test
-    fused = heads_module._fused_linear_cross_entropy(hidden, weight, None, targets, chunk)
+    fused = fused_ce._fused_linear_cross_entropy(hidden, weight, None, targets, chunk)
     fused_grads = torch.autograd.grad(fused, (hidden, weight))
     ref = (hidden.detach().double().requires_grad_(), weight.detach().double().requires_grad_())
     dense = F.cross_entropy(F.linear(*ref), targets)
@@ -223,7 +225,7 @@ def test_fused_linear_cross_entropy_onednn_products(monkeypatch, chunk, with_bia
     ]
     dense = F.cross_entropy(F.linear(*ref), targets)
     dense_grads = torch.autograd.grad(dense * 3.0, [p for p in ref if p is not None and p.requires_grad])
-    fused = heads_module._fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
+    fused = fused_ce._fused_linear_cross_entropy(hidden, weight, bias, targets, chunk)
     fused_grads = torch.autograd.grad(fused * 3.0, params)
     torch.testing.assert_close(fused.double(), dense, rtol=1e-5, atol=1e-6)
     for a, r in zip(fused_grads, dense_grads):
@@ -403,7 +405,7 @@ def test_additive_attention_function_matches_naive(make_model_cfg, chunk, bias_k
 
     ref = (naive_additive_scores(q, k, v_a) * scale + bias).softmax(-1) @ v
     ref_grads = torch.autograd.grad(ref, inputs, grad_out)
-    fast = attention_module.AdditiveAttentionFunction.apply(q, k, v, v_a, scale, bias, chunk)
+    fast = additive.AdditiveAttentionFunction.apply(q, k, v, v_a, scale, bias, chunk)
     fast_grads = torch.autograd.grad(fast, inputs, grad_out)
     assert torch.allclose(fast, ref, atol=1e-5)
     for name, a, r in zip(["q", "k", "v", "v_a", "scale"], fast_grads, ref_grads):
@@ -417,7 +419,7 @@ def test_additive_score_function_matches_naive(chunk):
     v_a = torch.randn(h, d, requires_grad=True)
     grad = torch.randn(b, h, tq, tk)
     ref = naive_additive_scores(q, k, v_a)
-    fast = attention_module.AdditiveScoreFunction.apply(q, k, v_a, chunk)
+    fast = additive.AdditiveScoreFunction.apply(q, k, v_a, chunk)
     assert torch.allclose(fast, ref, atol=1e-5)
     for a, r in zip(
         torch.autograd.grad(fast, (q, k, v_a), grad), torch.autograd.grad(ref, (q, k, v_a), grad)
@@ -433,11 +435,11 @@ def test_additive_cross_attention_lengths_differ(make_model_cfg):
     mask = torch.arange(tk)[None, :] < torch.tensor([tk, 5])[:, None]
     bias = AttentionContext.build(mask, None, None, tk, torch.device("cpu")).bias
     ref = (naive_additive_scores(q, k, v_a) * 0.5 + bias).softmax(-1) @ v
-    fast = attention_module.AdditiveAttentionFunction.apply(q, k, v, v_a, 0.5, bias, 2)
+    fast = additive.AdditiveAttentionFunction.apply(q, k, v, v_a, 0.5, bias, 2)
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["encoder", "decoder", "encoder_decoder"])
+@pytest.mark.parametrize("arch", get_args(Arch))
 def test_additive_fast_path_equals_probability_path_in_training(make_model_cfg, arch):
     """The training forward (no probabilities kept) == the forward that returns attention stats
     (probabilities materialised): outputs and every gradient."""
@@ -492,11 +494,11 @@ def test_additive_training_keeps_nothing_quadratic(make_model_cfg):
 def test_additive_chunk_is_capped_by_the_buffer_budget(monkeypatch):
     q, k = torch.zeros(2, 4, 100, 8), torch.zeros(2, 4, 50, 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the budget is per thread
-    assert attention_module.queries_per_chunk(q, k, 64) == 64
-    monkeypatch.setattr(attention_module, "ADDITIVE_CHUNK_ELEMENTS", 2 * 4 * 50 * 8 * 5)
-    assert attention_module.queries_per_chunk(q, k, 64) == 5
-    monkeypatch.setattr(attention_module, "ADDITIVE_CHUNK_ELEMENTS", 1)
-    assert attention_module.queries_per_chunk(q, k, 64) == 1
+    assert additive.queries_per_chunk(q, k, 64) == 64
+    monkeypatch.setattr(additive, "ADDITIVE_CHUNK_ELEMENTS", 2 * 4 * 50 * 8 * 5)
+    assert additive.queries_per_chunk(q, k, 64) == 5
+    monkeypatch.setattr(additive, "ADDITIVE_CHUNK_ELEMENTS", 1)
+    assert additive.queries_per_chunk(q, k, 64) == 1
 
 
 # --- torch.compile == eager -------------------------------------------------------------------------

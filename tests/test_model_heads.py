@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_ablations.config import ConfigError, DataConfig, FinetuneConfig, RunConfig
+from transformer_ablations.config import (
+    AttentionKind,
+    ConfigError,
+    DataConfig,
+    FinetuneConfig,
+    Pooling,
+    RunConfig,
+)
 from transformer_ablations.model import (
     IGNORE_INDEX,
     CausalLM,
     MaskedLM,
     Seq2Seq,
     SequenceClassifier,
-    build_task_model,
     pool,
 )
+from transformer_ablations.tasks import build_model
 
 BOS, EOS = 1, 2
 
 
 # --- pooling ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "last"])
+@pytest.mark.parametrize("pooling", get_args(Pooling))
 def test_pooling_ignores_padding(pooling):
     hidden = torch.randn(3, 7, 4)
     lengths = [7, 4, 1]
@@ -192,7 +201,7 @@ def first_eos_mask(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens == EOS).long().cumsum(1).sub((tokens == EOS).long()) == 0
 
 
-@pytest.mark.parametrize("kind", ["dot", "additive"])
+@pytest.mark.parametrize("kind", get_args(AttentionKind))
 def test_encoder_decoder_greedy_matches_teacher_forcing(make_model_cfg, kind):
     model = Seq2Seq(make_model_cfg(arch="encoder_decoder", attention={"kind": kind})).eval()
     batch = encoder_decoder_batch()
@@ -257,7 +266,7 @@ def test_build_task_model(make_model_cfg, objective, task, arch, expected):
         data=DataConfig(task=task),
         finetune=FinetuneConfig(pooling="mean"),
     )
-    model = build_task_model(cfg, num_classes=3 if expected is SequenceClassifier else None)
+    model = build_model(cfg, num_classes=3 if expected is SequenceClassifier else None)
     assert type(model) is expected
     if expected is MaskedLM:
         assert (model.nsp_head is not None) == (objective == "mlm_nsp")
@@ -266,4 +275,4 @@ def test_build_task_model(make_model_cfg, objective, task, arch, expected):
 def test_build_classifier_needs_num_classes(make_model_cfg):
     cfg = RunConfig(objective="none", model=make_model_cfg(), data=DataConfig(task="order"))
     with pytest.raises(ConfigError, match="num_classes"):
-        build_task_model(cfg)
+        build_model(cfg)

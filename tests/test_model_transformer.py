@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from typing import get_args
 
 import pytest
 import torch
 
-from transformer_ablations.config import ConfigError
+from transformer_ablations.config import Arch, AttentionKind, ConfigError, Norm, Positional, Scaling
 from transformer_ablations.model import CrossAttention, Transformer, pool, prefix_lm_structure
 from transformer_ablations.model.attention import AttentionContext, MultiHeadAttention
 
 KINDS = [("dot", "sdpa"), ("dot", "reference"), ("additive", "sdpa")]
-SCALINGS = ["sqrt_dk", "none", "dk", "learned", "qk_norm"]
-POSITIONALS = ["none", "sinusoidal", "learned", "rope", "alibi"]
+SCALINGS = list(get_args(Scaling))
+POSITIONALS = list(get_args(Positional))
 
 
 def enlarge_weights(model: Transformer, factor: float = 10.0) -> None:
@@ -175,11 +176,11 @@ def test_encoder_decoder_stats_names(make_model_cfg):
 # --- every toggle combination ----------------------------------------------------------------------------
 COMBOS = list(
     itertools.product(
-        ["encoder", "decoder", "encoder_decoder"],
-        ["dot", "additive"],
+        get_args(Arch),
+        get_args(AttentionKind),
         SCALINGS,
         POSITIONALS,
-        ["pre", "post"],
+        get_args(Norm),
         [True, False],
     )
 )

@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformer_ablations.config import (
-    AttentionConfig,
-    ConfigError,
-    RunConfig,
-    flatten,
-    length_buckets,
-    max_source_len,
-    to_dict,
-)
+from transformer_ablations.config import AttentionConfig, ConfigError, RunConfig, flatten, to_dict
 from transformer_ablations.data import synthetic
 from transformer_ablations.model.attention import (
     AdditiveAttention,
@@ -31,6 +23,7 @@ from transformer_ablations.model.attention import (
 )
 from transformer_ablations.model.head_ablation import attention_layers, head_names, zero_heads
 from transformer_ablations.model.transformer import Transformer
+from transformer_ablations.tasks import length_buckets, max_source_len
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +85,9 @@ def test_lookup_rejects_impossible_sizes():
 # --- Q3: length buckets, matched parameters -----------------------------------------------------------
 @pytest.mark.parametrize("seq_len", [17, 49, 65])
 def test_length_buckets_cover_the_real_source_range(seq_len):
-    from transformer_ablations.data.prepare import _range
+    from transformer_ablations.data.examples import _sizes, _smax
 
-    lo, hi = _range("reverse", seq_len, 1)
+    lo, hi = _sizes(2, _smax, seq_len, 1)  # the source sizes reverse_rows draws for rows of seq_len
     buckets = length_buckets(seq_len)
     assert buckets[-1] == hi == max_source_len(seq_len) and len(buckets) == 4
     rows = synthetic.reverse(2000, seed=0, min_len=lo, max_len=hi)

@@ -14,7 +14,7 @@ import torch
 from transformer_ablations import load_pretrained
 from transformer_ablations.cli import parse_run_config
 from transformer_ablations.config import ConfigError
-from transformer_ablations.model.pretrained import PretrainedTransformer
+from transformer_ablations.tasks.pretrained import PretrainedTransformer
 from transformer_ablations.training.checkpoints import export, read_checkpoint
 from transformer_ablations.training.run import prepare, train
 

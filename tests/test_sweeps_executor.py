@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from transformer_ablations.config import ConfigError
+from transformer_ablations.runs import records
 from transformer_ablations.sweeps import command
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions, RunLock, lock_path, run_sweep
 from transformer_ablations.sweeps.testing import read_call_log, src_pythonpath, write_fake_sweep
-from transformer_ablations.training import records
 
 RUNNER = "transformer_ablations.sweeps.testing:fake_train"
 FAKE_VARS = ("FAKE_TRAIN_SLEEP", "FAKE_TRAIN_DIVERGE", "FAKE_TRAIN_RAISE", "FAKE_TRAIN_EXIT", "FAKE_TRAIN_SIGKILL")
@@ -63,7 +63,7 @@ def _env(tmp_path, **extra):
 
 
 def _executor_cmd(path, runs, *more):
-    return [sys.executable, "-m", "transformer_ablations.sweeps", "sweep", str(path), "--runs-dir", str(runs),
+    return [sys.executable, "-m", "transformer_ablations.cli", "sweep", str(path), "--runs-dir", str(runs),
             "--runner", RUNNER, "--quiet", *more]
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from transformer_ablations.cli import parse_run_config
+from transformer_ablations.runs import records
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
 from transformer_ablations.sweeps.sync import find_offline_runs, read_offline_run
 from transformer_ablations.sweeps.testing import fake_train, write_fake_sweep
-from transformer_ablations.training import records
 from transformer_ablations.training.run import train
 from transformer_ablations.training.wandb_run import wandb_finished
 

@@ -1,4 +1,4 @@
-"""``build_datamodule(cfg, tokenizer=None) -> AblationDataModule``: the Lightning side of the data.
+"""``build_datamodule(cfg, task, tokenizer=None) -> AblationDataModule`` (``tasks.build_datamodule`` looks the task up): the Lightning side of the data.
 
 After :meth:`AblationDataModule.setup` the module has ``tokenizer``, ``num_classes`` (None for
 corpus and seq2seq tasks), ``val_names`` (the order of ``val_dataloader()``'s list, e.g.
@@ -21,21 +21,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from transformer_ablations.config import RunConfig
-from transformer_ablations.data.collate import (
-    CausalCollator,
-    ClassificationCollator,
-    MLMCollator,
-    Seq2SeqCollator,
-)
 from transformer_ablations.data.prepare import Prepared, prepare
 from transformer_ablations.data.sampling import StreamBatchSampler, StreamDataset
 from transformer_ablations.data.tokenizer import Tokenizer
 
 
 class AblationDataModule(L.LightningDataModule):
-    def __init__(self, cfg: RunConfig, tokenizer: Tokenizer | None = None):
+    def __init__(self, cfg: RunConfig, task, tokenizer: Tokenizer | None = None):
         super().__init__()
         self.cfg = cfg
+        self.task = task  # the TaskSpec of cfg.data.task: its examples and its collator
         self._given_tokenizer = tokenizer
         self.tokenizer: Tokenizer | None = tokenizer
         self.num_classes: int | None = None
@@ -47,12 +42,12 @@ class AblationDataModule(L.LightningDataModule):
     # --- Lightning hooks -----------------------------------------------------------------
     def prepare_data(self) -> None:
         """Build the on-disk cache (Lightning calls this on one process per node)."""
-        prepare(self.cfg, self._given_tokenizer)
+        prepare(self.cfg, self.task, self._given_tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
         if self.prepared is not None:
             return
-        p = prepare(self.cfg, self._given_tokenizer)
+        p = prepare(self.cfg, self.task, self._given_tokenizer)
         self.prepared = p
         self.tokenizer = p.tokenizer
         self.num_classes = p.num_classes
@@ -68,16 +63,7 @@ class AblationDataModule(L.LightningDataModule):
     def collator(self, split: str) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
         """The collate function for a split."""
         self.setup()
-        d, tok = self.cfg.data, self.tokenizer
-        max_len = self.prepared.max_lens[split]
-        if self.kind in ("mlm", "mlm_nsp"):
-            return MLMCollator(tok, max_len, d.mlm_probability, nsp=self.kind == "mlm_nsp", seed=self.cfg.seed)
-        if self.kind == "causal":
-            return CausalCollator(tok, max_len)
-        if self.kind == "seq2seq":
-            mode = "decoder" if self.cfg.model.arch == "decoder" else "encoder_decoder"
-            return Seq2SeqCollator(tok, max_len, mode)
-        return ClassificationCollator(tok, max_len, d.pair_format)
+        return self.task.collator(self.cfg, self.tokenizer, self.prepared.max_lens[split], self.kind)
 
     def _loader(self, split: str, dataset=None, **kwargs) -> DataLoader:
         workers = self.cfg.data.num_workers
@@ -107,6 +93,6 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def build_datamodule(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> AblationDataModule:
-    """A data module for ``cfg``; pass ``tokenizer`` to reuse a pretrained checkpoint's tokenizer."""
-    return AblationDataModule(cfg, tokenizer)
+def build_datamodule(cfg: RunConfig, task, tokenizer: Tokenizer | None = None) -> AblationDataModule:
+    """A data module for ``cfg`` and its ``TaskSpec``; pass ``tokenizer`` to reuse a pretrained checkpoint's tokenizer."""
+    return AblationDataModule(cfg, task, tokenizer)

@@ -170,11 +170,6 @@ def retrieval(n: int, seed: int = 1234, min_pairs: int = 2, max_pairs: int = 16,
     return out
 
 
-def retrieval_tokens(pairs: int) -> int:
-    """Symbols in an example with this many pairs."""
-    return 2 * pairs + 2
-
-
 # --- seq2seq (Q3) -------------------------------------------------------------------------
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 

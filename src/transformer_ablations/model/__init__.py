@@ -18,15 +18,13 @@ from .attention import (
 )
 from .heads import (
     IGNORE_INDEX,
-    POOLINGS,
     ClassifierHead,
     LMHead,
     MLMHead,
     NSPHead,
-    init_weights,
-    pool,
     predicted_positions,
 )
+from .pooling import POOLINGS, init_weights, pool
 from .positional import POSITIONALS, alibi_slopes
 from .task_models import (
     CausalLM,
@@ -34,7 +32,6 @@ from .task_models import (
     Seq2Seq,
     SequenceClassifier,
     TaskOutput,
-    build_task_model,
 )
 from .transformer import Transformer
 
@@ -64,7 +61,6 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "attention_stats",
-    "build_task_model",
     "causal_structure",
     "init_weights",
     "pool",

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLASSIFICATION_TASKS, ConfigError, ModelConfig, RunConfig
+from ..config import ConfigError, ModelConfig
 from .heads import ClassifierHead, LMHead, MLMHead, NSPHead, predicted_positions
 from .transformer import Transformer
 
@@ -47,11 +47,6 @@ def token_logits(head: nn.Module, hidden: Tensor, weight: Tensor) -> Tensor | Ca
     if torch.is_grad_enabled():
         return lambda: head(hidden.detach(), weight.detach())
     return head(hidden, weight)
-
-
-def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over the N predicted tokens; 0 (not NaN) for a batch with none."""
-    return F.cross_entropy(logits, targets, reduction="sum") / max(targets.numel(), 1)
 
 
 class MaskedLM(nn.Module):
@@ -220,25 +215,3 @@ class SequenceClassifier(nn.Module):
         )
         logits, labels = self.head(hidden, mask), batch["labels"]  # [B, C], [B]
         return TaskOutput(F.cross_entropy(logits, labels), logits, labels, {}, stats)
-
-
-PRETRAINING_MODELS = {
-    "mlm": lambda m: MaskedLM(m, nsp=False),
-    "mlm_nsp": lambda m: MaskedLM(m, nsp=True),
-    "causal": CausalLM,
-    "seq2seq": Seq2Seq,
-}
-
-
-def build_task_model(cfg: RunConfig, num_classes: int | None = None) -> nn.Module:
-    """Classification tasks -> SequenceClassifier (pooling = finetune.pooling, whatever the pretraining
-    objective); otherwise the objective's model."""
-    if cfg.data.task in CLASSIFICATION_TASKS:
-        if num_classes is None:
-            raise ConfigError(
-                f"data.task={cfg.data.task} is a classification task: build_task_model needs num_classes"
-            )
-        return SequenceClassifier(cfg.model, num_classes, cfg.finetune.pooling)
-    if cfg.objective not in PRETRAINING_MODELS:
-        raise ConfigError(f"objective={cfg.objective} has no model for data.task={cfg.data.task}")
-    return PRETRAINING_MODELS[cfg.objective](cfg.model)

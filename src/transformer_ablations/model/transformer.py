@@ -24,8 +24,8 @@ from .attention import (
     SelfAttention,
     prefix_lm_structure,
 )
-from .cpu_linear import Linear
-from .heads import init_weights, pool_mean
+from .kernels.cpu_linear import Linear
+from .pooling import init_weights, pool_mean
 from .positional import POSITIONALS
 
 Stats = list[dict] | None

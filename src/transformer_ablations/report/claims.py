@@ -150,7 +150,8 @@ def _check_settings(path, cid, what: str, d: Any, claim: dict, grid: dict | None
     return dict(d)
 
 
-def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict) -> Claim:
+def _claim_header(path: Path, raw: Any, index: int) -> tuple[str, Any, Any, dict]:
+    """(id, tier, control, the entry with a control's default literature); every required field present."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: entry {index} is not a mapping")
     cid = raw.get("id")
@@ -171,19 +172,11 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
     for req in ("question", "claim", "metric", "higher_is_better", "compare", "expect", "literature"):
         if req not in raw:
             _fail(path, cid, f"missing field '{req}'")
-    if raw["question"] not in QUESTIONS:
-        _fail(path, cid, f"question={raw['question']!r} must be one of {', '.join(QUESTIONS)}")
-    expect = raw["expect"]
-    if expect not in EXPECTS:
-        _fail(path, cid, f"expect={expect!r} must be one of {', '.join(EXPECTS)}")
-    if not isinstance(raw["higher_is_better"], bool):
-        _fail(path, cid, "higher_is_better must be true or false")
-    source = raw.get("source", "runs")
-    if source not in SOURCES:
-        _fail(path, cid, f"source={source!r} must be one of {', '.join(SOURCES)}")
-    scale = raw.get("scale", "linear")
-    if scale not in SCALES:
-        _fail(path, cid, f"scale={scale!r} must be one of {', '.join(SCALES)}")
+    return cid, tier, control, raw
+
+
+def _claim_grid(path: Path, cid: str, raw: dict, source: str, sweeps_dir: Path, grids: dict) -> dict | None:
+    """The grid of the claim's sweep (None for the attention-cost benchmark); its metric checked."""
     metric = raw["metric"]
     grid = None
     if source == "runs":
@@ -201,6 +194,11 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
     else:
         if metric not in ATTENTION_COST_METRICS:
             _fail(path, cid, f"metric={metric!r} must be one of {', '.join(ATTENTION_COST_METRICS)} for source attention_cost")
+    return grid
+
+
+def _claim_comparison(path: Path, cid: str, raw: dict, control, expect: str, source: str, grid) -> tuple:
+    """(compare.a, compare.b, condition), checked against the expectation and the grid."""
     compare = raw["compare"]
     if not isinstance(compare, dict) or "a" not in compare:
         _fail(path, cid, "compare must be a mapping with 'a' (and 'b') settings")
@@ -221,6 +219,27 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
     clash = sorted(set(condition) & (set(a) | set(b)))
     if clash:
         _fail(path, cid, f"condition and compare both set {', '.join(clash)}")
+    return a, b, condition
+
+
+def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict) -> Claim:
+    cid, tier, control, raw = _claim_header(path, raw, index)
+    if raw["question"] not in QUESTIONS:
+        _fail(path, cid, f"question={raw['question']!r} must be one of {', '.join(QUESTIONS)}")
+    expect = raw["expect"]
+    if expect not in EXPECTS:
+        _fail(path, cid, f"expect={expect!r} must be one of {', '.join(EXPECTS)}")
+    if not isinstance(raw["higher_is_better"], bool):
+        _fail(path, cid, "higher_is_better must be true or false")
+    source = raw.get("source", "runs")
+    if source not in SOURCES:
+        _fail(path, cid, f"source={source!r} must be one of {', '.join(SOURCES)}")
+    scale = raw.get("scale", "linear")
+    if scale not in SCALES:
+        _fail(path, cid, f"scale={scale!r} must be one of {', '.join(SCALES)}")
+    metric = raw["metric"]
+    grid = _claim_grid(path, cid, raw, source, sweeps_dir, grids)
+    a, b, condition = _claim_comparison(path, cid, raw, control, expect, source, grid)
     margin, chance = raw.get("margin"), raw.get("chance")
     if expect in NEEDS_MARGIN and (not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin < 0):
         _fail(path, cid, f"expect={expect} needs 'margin' (a number >= 0, in the metric's units)")

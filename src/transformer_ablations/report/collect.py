@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, flatten, to_dict
+from ..runs.summary import FINAL, CorruptRecord, RunSummary, Status
 from ..sweeps.validate import SweepSpec, grid_points, parse_point
 
-FINISHED, DIVERGED, FAILED, RUNNING = "finished", "diverged", "failed", "running"
-USABLE_STATUSES = (FINISHED, DIVERGED)  # runs whose metrics count (a diverged run's last metrics)
+USABLE_STATUSES = FINAL  # runs whose metrics count (a diverged run's last metrics)
 
 ATTENTION_COST_FILE = "q4_attention_cost.json"
 
@@ -48,10 +48,6 @@ PER_RUN_KEYS = frozenset(
 
 # Sweep parameters that are not grid dimensions of a suite (the executor sets the scale per suite).
 GRID_IGNORED_KEYS = frozenset({"scale", "train.out_dir", "train.wandb"})
-
-
-class CorruptRecord(ValueError):
-    """A summary.json (or benchmark JSON) that is not a run record; the message says why."""
 
 
 @dataclass
@@ -167,39 +163,20 @@ def _seed_of(config: Mapping[str, Any], run_id: str) -> Any:
     return int(m.group(1)) if m else None
 
 
-def read_summary(path: Path, sweep: str | None = None) -> RunRecord:
-    """Parse one ``summary.json``. Raises ValueError (one line) when it is not a run record."""
+def read_record(path: Path, sweep: str | None = None) -> RunRecord:
+    """One ``summary.json`` as the report sees it. Raises :class:`CorruptRecord` (one line)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise CorruptRecord(f"unreadable: {e}") from None
-    except json.JSONDecodeError as e:
-        raise CorruptRecord(f"not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise CorruptRecord("not a JSON object")
-    config = data.get("config")
-    if not isinstance(config, dict):
-        raise CorruptRecord("no 'config' object")
-    if any(isinstance(v, dict) for v in config.values()):
-        config = flatten(config)
-    metrics = data.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        raise CorruptRecord("'metrics' is not an object")
-    status = data.get("status")
-    if not isinstance(status, str):
-        raise CorruptRecord("no 'status' string")
-    run_id = str(data.get("run_id") or path.parent.name)
+    summary = RunSummary.load(path)
     return RunRecord(
         sweep=sweep or path.parent.parent.name,
-        run_id=run_id,
-        status=status,
-        config=config,
-        metrics=metrics,
-        seed=_seed_of(config, run_id),
+        run_id=summary.run_id,
+        status=summary.status,
+        config=summary.config,
+        metrics=summary.metrics,
+        seed=_seed_of(summary.config, summary.run_id),
         path=path,
-        diverged_step=data.get("diverged_step"),
-        error=data.get("error"),
+        diverged_step=summary.diverged_step,
+        error=summary.error,
     )
 
 
@@ -223,7 +200,7 @@ def collect_runs(runs_dir: str | Path, suite: str) -> RunCollection:
         return coll
     for path in sorted(root.glob("*/*/summary.json")):
         try:
-            coll.runs.append(read_summary(path))
+            coll.runs.append(read_record(path))
         except ValueError as e:
             coll.corrupt.append((path, str(e)))
     cost = root / ATTENTION_COST_FILE
@@ -316,7 +293,8 @@ def missing_points(points: Iterable[dict], runs: Iterable[RunRecord]) -> list[tu
 
 
 # --- wandb -------------------------------------------------------------------------------
-_WANDB_STATES = {"finished": FINISHED, "running": RUNNING, "crashed": FAILED, "failed": FAILED, "killed": FAILED}
+_WANDB_STATES = {"finished": Status.FINISHED, "running": Status.RUNNING, "crashed": Status.FAILED,
+                 "failed": Status.FAILED, "killed": Status.FAILED}
 
 
 def collect_wandb(sweep_path: str, sweep_name: str | None = None) -> list[RunRecord]:

@@ -233,6 +233,39 @@ def missing_blocks(coll: RunCollection, grids: Mapping[str, Mapping], expected: 
 
 
 # --- the document ------------------------------------------------------------------------
+def _question_blocks(q: str, title: str, text: str, by_sweep: Mapping, results: Sequence[ClaimResult],
+                     figures: Mapping[str, Sequence[FigureResult]], grids: Mapping[str, Mapping]) -> list[Block]:
+    """The section of one question: its figures, its tables, its claims."""
+    blocks: list[Block] = []
+    blocks.append(Heading(2, title, anchor=q))
+    blocks.append(Para(f"Claim under test: {text}"))
+    seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
+    for f in figures.get(q, []):
+        blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
+    if q == "q1":
+        blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
+        t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
+        blocks.append(t if t else Para("No Q1 run records."))
+    if q == "q6" and not {"data.pair_format", "model.segment_embeddings"} & set(grids.get("q6_cls_sep") or {}):
+        blocks.append(Para("The [SEP] half of the question (`data.pair_format` sep/concat, "
+                           "`model.segment_embeddings`) is not a dimension of the q6_cls_sep grid, so no [SEP] "
+                           "claim is measured here; every Q6 run uses the experiment's pair format."))
+    if q == "q5":
+        blocks.append(Heading(3, "Results per pretraining objective (BERT Table 5 style)"))
+        headers, rows = q5_table(by_sweep, grids.get("q5_finetune"))
+        blocks.append(Table(headers, rows))
+        blocks.append(Para("Cells: mean ± 95% CI half-width over seeds (n seeds). For comparison, BERT Table 5 "
+                           "(MNLI/QNLI/MRPC/SST-2/SQuAD): BERT-base 84.4/88.4/86.7/92.7/88.5, no NSP "
+                           "83.9/84.9/86.5/92.6/87.9, left-to-right & no NSP 82.1/84.3/77.5/92.1/77.8."))
+    q_results = [r for r in results if r.claim.question == q]
+    blocks.append(Heading(3, "Claims"))
+    if not q_results:
+        blocks.append(Para("No claims for this question."))
+    for r in q_results:
+        blocks.extend(_claim_blocks(r))
+    return blocks
+
+
 def build_document(
     suite: str,
     coll: RunCollection,
@@ -263,32 +296,7 @@ def build_document(
         *claim_tables(results),
     ]
     for q, (title, text) in QUESTIONS.items():
-        blocks.append(Heading(2, title, anchor=q))
-        blocks.append(Para(f"Claim under test: {text}"))
-        seeds = sorted({r.seed for sw in QUESTION_SWEEPS.get(q, ()) for r in by_sweep.get(sw, [])}, key=str)
-        for f in figures.get(q, []):
-            blocks.append(Image(f.path, f"{f.title}. {_figure_caption(f.name, len(seeds))}", list(f.notes)))
-        if q == "q1":
-            blocks.append(Heading(3, "Divergence (a finding, not a failure)"))
-            t = divergence_table(by_sweep.get("q1_scaling", []), grids.get("q1_scaling"))
-            blocks.append(t if t else Para("No Q1 run records."))
-        if q == "q6" and not {"data.pair_format", "model.segment_embeddings"} & set(grids.get("q6_cls_sep") or {}):
-            blocks.append(Para("The [SEP] half of the question (`data.pair_format` sep/concat, "
-                               "`model.segment_embeddings`) is not a dimension of the q6_cls_sep grid, so no [SEP] "
-                               "claim is measured here; every Q6 run uses the experiment's pair format."))
-        if q == "q5":
-            blocks.append(Heading(3, "Results per pretraining objective (BERT Table 5 style)"))
-            headers, rows = q5_table(by_sweep, grids.get("q5_finetune"))
-            blocks.append(Table(headers, rows))
-            blocks.append(Para("Cells: mean ± 95% CI half-width over seeds (n seeds). For comparison, BERT Table 5 "
-                               "(MNLI/QNLI/MRPC/SST-2/SQuAD): BERT-base 84.4/88.4/86.7/92.7/88.5, no NSP "
-                               "83.9/84.9/86.5/92.6/87.9, left-to-right & no NSP 82.1/84.3/77.5/92.1/77.8."))
-        q_results = [r for r in results if r.claim.question == q]
-        blocks.append(Heading(3, "Claims"))
-        if not q_results:
-            blocks.append(Para("No claims for this question."))
-        for r in q_results:
-            blocks.extend(_claim_blocks(r))
+        blocks.extend(_question_blocks(q, title, text, by_sweep, results, figures, grids))
     imprecise = [r for r in results if r.claim.imprecision]
     blocks.append(Heading(2, "Imprecise wordings, and what the data shows", anchor="imprecision"))
     if imprecise:

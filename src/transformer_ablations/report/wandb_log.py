@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..sweeps.launcher import DEFAULT_PROJECT, has_wandb_login
+from ..runs.wandb_login import DEFAULT_PROJECT, has_wandb_login
 
 VERDICT_COLUMNS = ("id", "question", "tier", "claim", "metric", "verdict", "effect", "ci_low", "ci_high",
                    "p", "p_adjusted", "n", "deterministic", "effect_text")

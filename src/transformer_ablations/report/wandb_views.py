@@ -30,7 +30,7 @@ import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
 from ..config import ConfigError
-from ..sweeps.launcher import DEFAULT_PROJECT, LOGIN_HINT, has_wandb_login
+from ..runs.wandb_login import DEFAULT_PROJECT, LOGIN_HINT, has_wandb_login
 from ..sweeps.validate import grid_points, load_sweep, parse_point
 from .claims import load_claims
 from .collect import grid_dimensions, sweep_file

@@ -25,7 +25,6 @@ from pathlib import Path
 from jsonargparse import ArgumentError, ArgumentParser
 
 from ..config import ConfigError, toggle_values
-from ..training.interrupts import RunInterrupted
 
 SCALES = toggle_values()["scale"]
 
@@ -104,7 +103,7 @@ def main(argv: Sequence[str]) -> int:
                   f"metric {plan.spec.metric_name} {plan.spec.metric_goal}, scale {plan.scale})")
         return 0
     if args.slurm is not None:
-        from .launcher import LOGIN_HINT, has_wandb_login
+        from ..runs.wandb_login import LOGIN_HINT, has_wandb_login
 
         if args.offline or not has_wandb_login():
             raise ConfigError(f"--slurm creates a wandb sweep for the agents and needs a wandb login; {LOGIN_HINT} "
@@ -232,24 +231,3 @@ def slurm_main(argv: Sequence[str]) -> int:
 
 
 COMMANDS = {"sweep": main, "agents": agents_main, "sync": sync_main, "slurm": slurm_main}
-
-
-def dispatch(argv: Sequence[str] | None = None) -> int:
-    """``python -m transformer_ablations.sweeps COMMAND ...`` (the same handlers as ``ablate``;
-    other commands go to ``transformer_ablations.cli.main``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS:  # fit / finetune: e.g. Lightning's DDP launcher re-running a run
-        from ..cli import main as cli_main
-
-        return cli_main(argv)
-    if not argv:
-        print(f"usage: python -m transformer_ablations.sweeps {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[argv[0]](argv[1:])
-    except ConfigError as err:
-        print(f"ablate: error: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, RunInterrupted) as err:
-        print("ablate: error: interrupted; run the same command again to resume", file=sys.stderr)
-        return err.exit_code if isinstance(err, RunInterrupted) else 130

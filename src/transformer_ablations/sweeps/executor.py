@@ -31,13 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
-import multiprocessing
 import os
-import signal
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +41,24 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
-from ..training import records
-from ..training.interrupts import RunInterrupted, exit_code_of
-from ..training.runlock import HELD_LOCK_ENV, RunLock, lock_path
-from ..training.wandb_run import RUN_NAME_ENV, finish_wandb
+from ..runs import records
+from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
+from ..runs.summary import TERMINAL
+from ..training.interrupts import RunInterrupted
+from ..training.wandb_run import RUN_NAME_ENV
+from .child import (
+    LOG_NAME,
+    child_main,
+    cpu_cores,
+    describe_exit,
+    install_sigterm,
+    mark_failed,
+    restore_sigterm,
+    start_context,
+    was_interrupted,
+)
+from .index import metric_of, records_in, sweep_run, sweep_run_from_params, write_index
 from .progress import SweepProgress
 from .validate import (
     Point,
@@ -62,13 +70,10 @@ from .validate import (
     load_sweep,
     parse_point,
     point_argv,
-    sweeps_engine,
     to_python,
 )
 
-TERMINAL = ("finished", "diverged", "failed")
 RunFn = Callable[[RunConfig], dict]
-LOG_NAME = "stdout.log"
 
 
 # --- options and results ---------------------------------------------------------------------
@@ -131,140 +136,6 @@ class SweepPlan:
         return self.out_dir / self.spec.name
 
 
-# --- the child process -------------------------------------------------------------------------
-def _die_with_parent(parent_pid: int) -> None:
-    """Make the kernel SIGKILL this process when the executor dies (Linux), else poll."""
-    done = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            done = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            done = False
-    if not done:
-        import threading
-
-        def watch():
-            while True:
-                time.sleep(1.0)
-                if os.getppid() != parent_pid:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _redirect_output(log_path: Path) -> None:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.close(devnull)
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-
-
-def _mark_failed(cfg: RunConfig, run_dir: Path, error: str, exit_code: int | None = None) -> dict:
-    """Write ``status: failed`` unless the run already wrote a final summary."""
-    summary = records.read_summary(run_dir)
-    if summary is not None and summary.get("status") in TERMINAL:
-        return summary
-    summary = summary or records.new_summary(cfg)
-    summary.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    if exit_code is not None:
-        summary["exit_code"] = exit_code
-    records.write_summary(run_dir, summary)
-    return summary
-
-
-_INTERRUPTED = False
-
-
-def _interrupt(signum, frame):  # pragma: no cover - child
-    """SIGINT / SIGTERM in a child outside ``train`` (which handles them itself): stop with
-    :class:`RunInterrupted`, once; the record stays resumable."""
-    global _INTERRUPTED
-    if _INTERRUPTED:
-        return
-    _INTERRUPTED = True
-    raise RunInterrupted(signum)
-
-
-def _child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid):  # pragma: no cover - child
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    for fd in close_fds:  # other runs' lock fds inherited through fork: the executor keeps them
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    os.environ.update(env)
-    run_dir = Path(run_dir)
-    _redirect_output(run_dir / LOG_NAME)
-    print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: ablate {' '.join(argv[1:])}", flush=True)
-    if "torch" in sys.modules:
-        with contextlib.suppress(Exception):
-            sys.modules["torch"].set_num_threads(threads)
-    sys.argv = list(argv)  # what Lightning's DDP launcher re-executes for the other ranks
-    code = 0
-    try:
-        result = run_fn(cfg)
-        if isinstance(result, dict) and result.get("status") == "interrupted":  # train() recorded it
-            code = exit_code_of(result.get("signal"))
-            print(f"interrupted by {result.get('signal')}; the same `ablate sweep` resumes it", flush=True)
-    except RunInterrupted as err:
-        code = err.exit_code
-    except KeyboardInterrupt:
-        code = 130  # interrupted: the record stays `running` and resumes next time
-    except SystemExit as err:
-        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
-        if _INTERRUPTED:
-            code = 130
-        elif code:
-            _mark_failed(cfg, run_dir, f"train exited with code {code}", code)
-    except BaseException as err:  # noqa: BLE001 - recorded, the sweep goes on
-        traceback.print_exc()
-        code = 130 if _INTERRUPTED else 1
-        if not _INTERRUPTED:
-            message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
-            with contextlib.suppress(Exception):
-                _mark_failed(cfg, run_dir, message, 1)
-    finish_wandb(code)  # os._exit skips wandb's hooks: a run left open would be cut short on disk
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
-
-
-INTERRUPT_EXITS = {130, 143, -int(signal.SIGINT), -int(signal.SIGTERM)}
-
-
-def _was_interrupted(summary: dict | None, exitcode: int | None) -> bool:
-    """A child that stopped for SIGINT / SIGTERM (its record says so, or its exit code does)."""
-    if summary is not None and summary.get("status") in TERMINAL:
-        return False
-    return (summary or {}).get("status") == "interrupted" or exitcode in INTERRUPT_EXITS
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "did not exit"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with code {exitcode}"
-
-
 # --- helpers --------------------------------------------------------------------------------
 def resolve_run_fn(run_fn: RunFn | str | None) -> RunFn:
     if callable(run_fn):
@@ -280,35 +151,6 @@ def resolve_run_fn(run_fn: RunFn | str | None) -> RunFn:
     except ImportError as err:
         raise ConfigError(f"training is not available: {type(err).__name__}: {err}") from err
     return train
-
-
-def _start_context(method: str | None):
-    methods = multiprocessing.get_all_start_methods()
-    if method is None:
-        method = "fork" if "fork" in methods else "spawn"
-    if method not in methods:
-        raise ConfigError(f"start method {method} is not available here; valid: {', '.join(methods)}")
-    return multiprocessing.get_context(method)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
-
-
-def _metric_of(summary: dict | None, name: str | None):
-    if not summary or not name:
-        return None
-    value = (summary.get("metrics") or {}).get(name)
-    if value is None:
-        value = (summary.get("best") or {}).get(name)
-    return value
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # --- the executor --------------------------------------------------------------------------
@@ -453,12 +295,12 @@ class Executor:
         env = {}
         if self.gpu_groups:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_groups[slot % len(self.gpu_groups)])
-        threads = max(1, _cores() // self.workers)
+        threads = max(1, cpu_cores() // self.workers)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
         offline = self.options.wandb_offline
         if offline is None:
-            from .launcher import has_wandb_login
+            from ..runs.wandb_login import has_wandb_login
 
             offline = not has_wandb_login() and "WANDB_MODE" not in os.environ
         if offline:
@@ -477,7 +319,7 @@ class Executor:
         threads = int(env["OMP_NUM_THREADS"])
         argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ablate", subcommand, *point.argv]
         proc = ctx.Process(
-            target=_child_main,
+            target=child_main,
             args=(self._run_fn, point.cfg, str(point.run_dir), env, threads, list(held_fds), argv, os.getpid()),
             name=f"ablate-run-{point.run_id}",
         )
@@ -490,17 +332,17 @@ class Executor:
         proc.join(timeout=5)
         wall = time.monotonic() - active.started
         summary = records.read_summary(point.run_dir)
-        if _was_interrupted(summary, proc.exitcode):  # resumable: not failed, not done
+        if was_interrupted(summary, proc.exitcode):  # resumable: not failed, not done
             summary = {**(summary or {}), "status": "interrupted",
                        "error": f"interrupted ({describe_exit(proc.exitcode)}); the same `ablate sweep` resumes it"}
         elif summary is None or summary.get("status") not in TERMINAL:
-            summary = _mark_failed(
+            summary = mark_failed(
                 point.cfg, point.run_dir,
                 f"run process {describe_exit(proc.exitcode)} without writing a final summary", proc.exitcode,
             )
         active.lock.release()
         status = summary.get("status", "failed")
-        metric = _metric_of(summary, metric_name)
+        metric = metric_of(summary, metric_name)
         error = summary.get("error") if status != "finished" else None
         progress.run_finished(point.run_id, point.label, status, metric, wall,
                               error=error, log=str(point.run_dir / LOG_NAME))
@@ -521,21 +363,58 @@ class Executor:
             a.lock.release()  # the record stays `running`: the next executor resumes it
         actives.clear()
 
+    def _progress(self, plan: SweepPlan, total: int) -> SweepProgress:
+        o, spec = self.options, plan.spec
+        where = f"GPUs {','.join('+'.join(g) for g in self.gpu_groups)}" if self.gpu_groups else "CPU"
+        header = (f"{spec.name}: {total} runs ({len(plan.points)} grid points)" if spec.method == "grid"
+                  else f"{spec.name}: {total} runs ({spec.method} search)")
+        header += f" on the local executor, {self.workers} worker(s) on {where}, scale {plan.scale} -> {plan.sweep_dir}"
+        return SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
+                             spec.metric_goal, self.workers, o.quiet, o.stream, header)
+
+    def _fill_slots(self, ctx, plan: SweepPlan, pending: deque, busy: list, actives: dict, result: SweepResult,
+                    suggested: list, progress: SweepProgress) -> None:
+        """Start runs in the free worker slots: the next grid points (or search suggestions); a run
+        already done is counted, one held by another executor waits in ``busy``."""
+        grid, spec = plan.spec.method == "grid", plan.spec
+        free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
+        while free:
+            point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
+            if point is None:
+                break
+            if point.run_id in actives or point.run_id in result.outcomes:
+                continue
+            state, what = self._claim(point)
+            if state == "done":
+                status = what.get("status", "failed")
+                metric = metric_of(what, progress.metric_name)
+                result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
+                                                           error=what.get("error"))
+                progress.already_done(point.run_id, point.label, status, metric)
+                continue
+            if state == "busy":
+                busy.append(point)
+                continue
+            slot = free.pop(0)
+            held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
+            held.append(what.fd)
+            try:
+                actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
+            except BaseException:
+                what.release()
+                raise
+            progress.run_started(point.run_id, point.label)
+
     def execute(self, plan: SweepPlan) -> SweepResult:
         if self._run_fn is None:
             self._run_fn = resolve_run_fn(self._run_fn_spec)
         o, spec = self.options, plan.spec
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # keep CUDA uninitialised before fork
-        ctx = _start_context(o.start_method)
+        ctx = start_context(o.start_method)
         grid = spec.method == "grid"
         total = len(plan.runs) if grid else int(o.max_runs or 0)
         plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-        where = f"GPUs {','.join('+'.join(g) for g in self.gpu_groups)}" if self.gpu_groups else "CPU"
-        header = (f"{spec.name}: {total} runs ({len(plan.points)} grid points)" if grid
-                  else f"{spec.name}: {total} runs ({spec.method} search)")
-        header += f" on the local executor, {self.workers} worker(s) on {where}, scale {plan.scale} -> {plan.sweep_dir}"
-        progress = SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
-                                 spec.metric_goal, self.workers, o.quiet, o.stream, header)
+        progress = self._progress(plan, total)
         metric_name = progress.metric_name
         result = SweepResult(spec.name, plan.sweep_dir, total)
         actives: dict[str, _Active] = {}
@@ -544,37 +423,10 @@ class Executor:
         last_busy_retry = time.monotonic()
         suggested: list[Point] = []  # random / bayes
         write_index(plan, suggested, self.options)
-        old_term = _install_sigterm()
+        old_term = install_sigterm()
         try:
             while True:
-                # fill free worker slots
-                free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
-                while free:
-                    point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
-                    if point is None:
-                        break
-                    if point.run_id in actives or point.run_id in result.outcomes:
-                        continue
-                    state, what = self._claim(point)
-                    if state == "done":
-                        status = what.get("status", "failed")
-                        metric = _metric_of(what, metric_name)
-                        result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
-                                                                   error=what.get("error"))
-                        progress.already_done(point.run_id, point.label, status, metric)
-                        continue
-                    if state == "busy":
-                        busy.append(point)
-                        continue
-                    slot = free.pop(0)
-                    held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
-                    held.append(what.fd)
-                    try:
-                        actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
-                    except BaseException:
-                        what.release()
-                        raise
-                    progress.run_started(point.run_id, point.label)
+                self._fill_slots(ctx, plan, pending, busy, actives, result, suggested, progress)
                 progress.set_waiting(len(busy))
                 if not actives and not pending:
                     if not busy:
@@ -599,7 +451,7 @@ class Executor:
             self._stop_all(actives)
             raise
         finally:
-            _restore_sigterm(old_term)
+            restore_sigterm(old_term)
             with contextlib.suppress(Exception):
                 write_index(plan, suggested, self.options)
             progress.close()
@@ -608,12 +460,12 @@ class Executor:
     # --- random / bayes ---------------------------------------------------------------------------
     def _suggest(self, plan: SweepPlan, suggested: list[Point], actives: dict, result: SweepResult) -> Point | None:
         o, spec = self.options, plan.spec
-        known = _records_in(plan.sweep_dir)
+        known = records_in(plan.sweep_dir)
         n_runs = len({*known, *actives, *(p.run_id for p in suggested)})
         if n_runs >= int(o.max_runs or 0) or len(result.outcomes) + len(actives) >= int(o.max_runs or 0):
             return None
-        runs = [_sweep_run(spec, s) for s in known.values()]
-        runs += [_sweep_run_from_params(a.point.params, "running") for a in actives.values()]
+        runs = [sweep_run(spec, s) for s in known.values()]
+        runs += [sweep_run_from_params(a.point.params, "running") for a in actives.values()]
         for _ in range(100):  # a small space may only repeat runs that exist: stop then
             suggestion = next(iter(engine_runs(spec, spec.engine_config(plan.scale, o.extra), runs, 1)), None)
             if suggestion is None:
@@ -621,107 +473,10 @@ class Executor:
             params = {k: to_python(v["value"]) for k, v in suggestion.config.items()}
             point = self._make_point(spec, len(suggested), params, plan.out_dir)
             if point.run_id in known or point.run_id in actives or point.run_id in result.outcomes:
-                runs.append(_sweep_run_from_params(params, "finished"))
+                runs.append(sweep_run_from_params(params, "finished"))
                 continue
             suggested.append(point)
             return point
-        return None
-
-
-def _records_in(sweep_dir: Path) -> dict:
-    out = {}
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
-        summary = records.read_summary(path.parent)
-        if summary:
-            out[summary.get("run_id", path.parent.name)] = summary
-    return out
-
-
-_STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "running": "running",
-          "interrupted": "running"}
-
-
-def _sweep_run(spec: SweepSpec, summary: dict):
-    engine = sweeps_engine()
-    config = summary.get("config") or {}
-    params = {k: {"value": config.get(k)} for k in spec.parameters}
-    metrics = {k: v for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    return engine.SweepRun(name=summary.get("run_id"), state=_STATE.get(summary.get("status"), "running"),
-                           config=params, summaryMetrics=metrics)
-
-
-def _sweep_run_from_params(params: dict, state: str):
-    engine = sweeps_engine()
-    return engine.SweepRun(state=state, config={k: {"value": v} for k, v in params.items()})
-
-
-def _install_sigterm():
-    """SIGTERM (scheduler preemption) stops the executor like Ctrl-C: runs stay resumable."""
-    try:
-        def handler(signum, frame):
-            raise RunInterrupted(signum)
-
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
-
-
-def _restore_sigterm(old) -> None:
-    if old is not None:
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, old)
-
-
-# --- the index ---------------------------------------------------------------------------------
-def write_index(plan: SweepPlan, suggested: Sequence[Point], options: ExecutorOptions) -> dict:
-    """``<sweep dir>/sweep.json``, rebuilt from the run records and written atomically."""
-    spec = plan.spec
-    path = plan.sweep_dir / "sweep.json"
-    points = plan.points if spec.method == "grid" else list(suggested)
-    entries, counts = [], {}
-    if spec.method != "grid":  # other executors' suggestions stay listed
-        old = _read_json(path)
-        mine = {p.run_id for p in points}
-        entries += [e for e in (old or {}).get("points", []) if e.get("run_id") not in mine]
-    cache: dict = {}
-    for p in points:
-        if p.run_id not in cache:
-            cache[p.run_id] = records.read_summary(p.run_dir)
-        summary = cache[p.run_id]
-        status = summary.get("status", "running") if summary else "pending"
-        entries.append({"index": p.index, "params": p.params, "run_id": p.run_id, "status": status,
-                        "metric": _metric_of(summary, spec.metric_name)})
-    seen = set()
-    for e in entries:
-        if e["run_id"] not in seen:
-            seen.add(e["run_id"])
-            counts[e["status"]] = counts.get(e["status"], 0) + 1
-    index = {
-        "sweep": spec.name,
-        "file": str(spec.path),
-        "file_hash": spec.file_hash,
-        "method": spec.method,
-        "metric": {"name": spec.metric_name, "goal": spec.metric_goal},
-        "command": ["ablate", spec.subcommand, *spec.base_args, "${args}"],
-        "scale": plan.scale,
-        "suite": plan.out_dir.name,
-        "max_runs": options.max_runs,
-        "extra": options.extra,
-        "n_points": len(entries),
-        "n_runs": len(seen),
-        "counts": counts,
-        "needs": sorted(plan.needs),
-        "updated_at": _now(),
-        "points": entries,
-    }
-    atomic_write_text(path, json.dumps(to_python(index), indent=2, default=str))
-    return index
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
         return None
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launcher import LOGIN_HINT, has_wandb_login, wandb_cli
+from ..runs.wandb_login import LOGIN_HINT, has_wandb_login
+from .launcher import wandb_cli
 
 
 def find_offline_runs(runs_dir: str | Path = "runs", include_synced: bool = False) -> list[Path]:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..config import flatten, to_dict
-from ..training import records
+from ..runs import records
 from ..training.interrupts import RunInterrupted
 
 

@@ -19,7 +19,7 @@ sub-dicts of the run config (wandb issue 4345), so it is refused.
 :class:`~transformer_ablations.config.ConfigError`: malformed YAML, a wandb schema violation
 (``sweeps.schema_violations_from_proposed_config``), an unknown method, a key that is not a
 config key, a value outside the toggle vocabulary. :func:`validate_sweep` also parses grid
-points through :func:`~transformer_ablations.cli.parse_run_config` (incompatible toggle pairs,
+points through :func:`~transformer_ablations.training.configure.parse_run_config` (incompatible toggle pairs,
 the run's monitored metric, the experiment name), once per distinct non-seed combination.
 """
 
@@ -306,7 +306,7 @@ def point_argv(spec: SweepSpec, params: dict, out_dir: str | None = None) -> lis
 
 def parse_point(spec: SweepSpec, params: dict, out_dir: str | None = None) -> RunConfig:
     """The run config of one suggestion; checks the contract between sweep and experiment."""
-    from ..cli import parse_run_config
+    from ..training.configure import parse_run_config
 
     shown = " ".join(format_arg(k, v) for k, v in params.items() if k != "scale")
     try:

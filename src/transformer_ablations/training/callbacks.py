@@ -13,7 +13,7 @@ from lightning.fabric.utilities.throughput import get_available_flops, measure_f
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from .records import read_summary, write_summary
+from ..runs.records import read_summary, write_summary
 from .tracking import ResumableCSVLogger, trim_metrics_csv
 
 

@@ -34,10 +34,10 @@ from ..config import (
     to_dict,
 )
 from ..data.tokenizer import Tokenizer
-from ..model.pretrained import CONFIG as EXPORT_CONFIG
-from ..model.pretrained import WEIGHTS as EXPORT_WEIGHTS
-from ..model.pretrained import PretrainedTransformer
-from .records import read_summary
+from ..runs.records import read_summary
+from ..tasks.pretrained import CONFIG as EXPORT_CONFIG
+from ..tasks.pretrained import WEIGHTS as EXPORT_WEIGHTS
+from ..tasks.pretrained import PretrainedTransformer
 
 # the package's own classes a checkpoint may hold besides tensors and plain data
 SAFE_GLOBALS = [RunConfig, ModelConfig, AttentionConfig, DataConfig, FinetuneConfig, TrainConfig]

@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, flatten, to_dict
-from .records import read_summary, write_config, write_summary
+from ..runs.records import read_summary, write_config, write_summary
 
 IGNORED = ("seed", "experiment", "train.lr", "train.lr_from", "train.out_dir", "train.wandb", "data.num_workers",
            "data.cache_dir", "train.accelerator", "model.vocab_size")

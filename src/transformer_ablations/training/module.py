@@ -14,8 +14,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
-from ..config import CLASSIFICATION_TASKS, SEQ2SEQ_TASKS, RunConfig, from_dict, length_buckets
-from ..model import build_task_model
+from ..config import RunConfig, from_dict
+from ..tasks import TaskSpec, length_buckets
 
 
 def _classification_metrics(num_classes: int) -> MetricCollection:
@@ -29,15 +29,21 @@ def _classification_metrics(num_classes: int) -> MetricCollection:
 
 
 class AblationModule(L.LightningModule):
-    def __init__(self, config: dict, num_classes: int | None = None, val_names: list[str] | None = None):
+    """``net``: the built task model (``TaskSpec.model``); ``task``: its spec (which metrics it logs).
+    The hyperparameters (what a checkpoint records) are ``config``, ``num_classes`` and ``val_names``;
+    ``tokenizer_bytes`` go into each checkpoint, ``special_ids`` (bos/eos) drive greedy decoding."""
+
+    def __init__(self, net: nn.Module, task: TaskSpec, config: dict, num_classes: int | None = None,
+                 val_names: list[str] | None = None, tokenizer_bytes: bytes | None = None,
+                 special_ids: dict[str, int] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["net", "task", "tokenizer_bytes", "special_ids"])
         self.cfg: RunConfig = from_dict(config)
         self.val_names = list(val_names or ["val"])
-        self.net = build_task_model(self.cfg, num_classes)
-        task = self.cfg.data.task
-        self.is_classifier = task in CLASSIFICATION_TASKS
-        self.is_seq2seq = task in SEQ2SEQ_TASKS
+        self.net = net
+        self.tokenizer_bytes = tokenizer_bytes
+        self.is_classifier = task.family.name == "classification"
+        self.is_seq2seq = task.family.name == "seq2seq"
         if self.is_classifier:
             self.val_metrics = nn.ModuleList(_classification_metrics(num_classes) for _ in self.val_names)
         else:
@@ -50,7 +56,7 @@ class AblationModule(L.LightningModule):
         if self.is_seq2seq:
             self.exact = MeanMetric()
             self.exact_by_len = nn.ModuleList(MeanMetric() for _ in self.buckets)
-        self.special_ids: dict[str, int] = {}  # bos/eos for greedy decoding, set by train()
+        self.special_ids: dict[str, int] = dict(special_ids or {})  # bos/eos for greedy decoding
         self.last_attention_stats: list[dict] | None = None
         self.last_val_output, self.last_exact = None, None
         self.want_attention_stats = False
@@ -172,7 +178,7 @@ class AblationModule(L.LightningModule):
     # --- checkpoints carry the RNG so a resumed run replays the same dropout ------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["torch_rng_state"] = torch.get_rng_state()
-        checkpoint["tokenizer"] = getattr(self, "tokenizer_bytes", None)
+        checkpoint["tokenizer"] = self.tokenizer_bytes
         checkpoint["num_classes"] = self.hparams.num_classes
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

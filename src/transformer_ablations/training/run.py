@@ -29,6 +29,17 @@ from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
 from ..data.tokenizer import Tokenizer
 from ..model import Transformer
+from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
+from ..runs.records import (
+    existing_record,
+    new_summary,
+    read_summary,
+    run_dir_for,
+    write_config,
+    write_summary,
+)
+from ..runs.summary import FINAL
+from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
     DivergenceGuard,
@@ -53,12 +64,8 @@ from .interrupts import RunInterrupted, interrupts_raise
 from .lr_select import adopt_selection_run, select_lr
 from .module import AblationModule
 from .progress import StepProgress
-from .records import existing_record, new_summary, read_summary, run_dir_for, write_config, write_summary
-from .runlock import HELD_LOCK_ENV, RunLock, lock_path
 from .tracking import ResumableCSVLogger, check_wandb, make_wandb_logger
 from .wandb_run import wandb_finished
-
-FINAL = ("finished", "diverged")
 
 
 def _quiet_libraries() -> None:
@@ -75,15 +82,6 @@ def _quiet_libraries() -> None:
 
 def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-
-
-def _world_size(cfg: RunConfig) -> int:
-    devices = cfg.train.devices
-    if devices.isdigit():
-        return int(devices)
-    if "," in devices:
-        return len([d for d in devices.split(",") if d.strip()])
-    return 1
 
 
 def _check_writable(key: str, value: str, target: Path) -> None:
@@ -151,13 +149,15 @@ def prepare(cfg: RunConfig):
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             skeleton = Transformer(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
         check_state_fits(skeleton, _backbone_state(pretrained), source=str(pretrained_path))
-    datamodule = build_datamodule(cfg, tokenizer=tokenizer)
+    task = task_spec(cfg.data.task)
+    datamodule = build_datamodule(cfg, task, tokenizer=tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
     cfg.model.vocab_size = datamodule.tokenizer.vocab_size
-    module = AblationModule(to_dict(cfg), num_classes=datamodule.num_classes, val_names=datamodule.val_names)
-    module.tokenizer_bytes = datamodule.tokenizer.to_bytes()
-    module.special_ids = {"bos_id": datamodule.tokenizer.bos_id, "eos_id": datamodule.tokenizer.eos_id}
+    tok = datamodule.tokenizer
+    module = AblationModule(task.model(cfg, datamodule.num_classes), task, to_dict(cfg),
+                            num_classes=datamodule.num_classes, val_names=datamodule.val_names,
+                            tokenizer_bytes=tok.to_bytes(), special_ids={"bos_id": tok.bos_id, "eos_id": tok.eos_id})
     if pretrained is not None:
         load_state_strict(module.net.backbone, _backbone_state(pretrained), source=str(pretrained_path))
     if cfg.train.compile:  # in place: parameter names (and so checkpoints) stay those of the eager model

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import netrc
 import os
 import socket
 import sys
@@ -20,20 +19,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig, flatten, to_dict
+from ..runs.wandb_login import has_wandb_login
 from .wandb_run import run_name
 
 PROJECT = "transformer-ablations"
-
-def wandb_logged_in() -> bool:
-    """An API key in the environment or in ~/.netrc; no network call."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        hosts = netrc.netrc().hosts
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return any("wandb" in host for host in hosts)
-
 
 def wandb_mode(cfg: RunConfig) -> str:
     """auto -> online with a login and WANDB_MODE not forcing otherwise, else offline."""
@@ -42,7 +31,7 @@ def wandb_mode(cfg: RunConfig) -> str:
     env = os.environ.get("WANDB_MODE")
     if env in ("offline", "disabled", "dryrun"):
         return "offline" if env == "dryrun" else env
-    return "online" if wandb_logged_in() else "offline"
+    return "online" if has_wandb_login() else "offline"
 
 
 class RunWandbLogger(WandbLogger):
@@ -62,7 +51,7 @@ def check_wandb(cfg: RunConfig) -> str:
     mode = wandb_mode(cfg)
     if mode != "online":
         return mode
-    if not wandb_logged_in():
+    if not has_wandb_login():
         raise ConfigError("train.wandb=online needs a wandb login (`wandb login` or WANDB_API_KEY); "
                           "use train.wandb=offline, or auto to log online only when logged in")
     url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")

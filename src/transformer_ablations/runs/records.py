@@ -21,9 +21,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, RunConfig, config_hash, flatten, to_dict
-
-STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
-
+from .summary import RunSummary, Status
 
 def run_id_for(cfg: RunConfig) -> str:
     return f"s{cfg.seed}-{config_hash(cfg)}"
@@ -46,6 +44,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_summary(run_dir: Path) -> dict | None:
+    """The raw record of a run folder, the dict its writers update (None: none, or not an object);
+    ``RunSummary.load`` gives the typed record."""
     path = Path(run_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
@@ -59,20 +59,11 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 
 def new_summary(cfg: RunConfig) -> dict:
-    return {
-        "run_id": run_id_for(cfg),
-        "experiment": cfg.experiment,
-        "status": "running",
-        "config": flatten(to_dict(cfg)),
-        "config_hash": config_hash(cfg),
-        "metrics": {},
-        "best": {},
-        "diverged_step": None,
-        "error": None,
-        "wall_time_s": 0.0,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "finished_at": None,
-    }
+    """The record of a run that starts (a :class:`RunSummary`, as the dict writers update)."""
+    return RunSummary(
+        run_id=run_id_for(cfg), experiment=cfg.experiment, status=Status.RUNNING, config=flatten(to_dict(cfg)),
+        config_hash=config_hash(cfg), started_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    ).to_dict()
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -196,7 +187,7 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
         best = max(column) if mode == "max" else min(column)
     summary = new_summary(cfg)
     summary.update(
-        status="finished", run_dir=str(run_dir), step=max_steps, metrics=metrics,
+        status=Status.FINISHED, run_dir=str(run_dir), step=max_steps, metrics=metrics,
         best={monitor: best} if best is not None else {},
         tokens_per_s=metrics.get("train/tokens_per_s"), wall_time_s=None, started_at=None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -10,15 +10,12 @@ cross-field checks (incompatible toggle pairs name both fields).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
-
-import yaml
 
 # --- the toggle vocabulary (public contract, DESIGN.md) ---------------------------------
 Arch = Literal["encoder", "decoder", "encoder_decoder"]
@@ -41,12 +38,16 @@ Task = Literal[
     "reverse",  # seq2seq (Q3)
     "sort",  # seq2seq (Q3)
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
-    "lookup",  # offset lookup: the token k places before the query (Q2, decoder; needs positions)
+    "lookup",  # offset lookup: the token k places before the query (Q1, Q2, Q4; needs positions)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
 ]
 Scale = Literal["smoke", "quick", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. The message is one line: what is wrong and what is valid."""
 
 
 @dataclass
@@ -101,6 +102,26 @@ class ModelConfig:
     def d_head(self) -> int:
         return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
+    def check(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be a positive integer")
+        if self.head_dim is not None and self.head_dim <= 0:
+            raise ConfigError(f"model.head_dim={self.head_dim} must be a positive integer (or null for d_model/n_heads)")
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
+                "set model.head_dim explicitly or pick a divisor"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.attention.chunk_size <= 0:
+            raise ConfigError(f"model.attention.chunk_size={self.attention.chunk_size} must be a positive integer")
+        if self.cross_attention != "full" and self.arch != "encoder_decoder":
+            raise ConfigError(
+                f"model.cross_attention={self.cross_attention} needs model.arch=encoder_decoder (got model.arch={self.arch})"
+            )
+
 
 @dataclass
 class DataConfig:
@@ -132,6 +153,23 @@ class DataConfig:
     """DataLoader worker processes"""
     cache_dir: str = ".cache/transformer_ablations"
     """tokenizers and tokenized datasets are cached here"""
+
+    def check(self, m: ModelConfig) -> None:
+        for name in ("seq_len", "vocab_size", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.{name}={getattr(self, name)} must be a positive integer")
+        for name in ("n_train", "n_val"):
+            value = getattr(self, name)
+            if value < 0 or (value == 0 and self.source == "synthetic"):
+                raise ConfigError(f"data.{name}={value} must be > 0 (0 means all examples, for a real corpus only)")
+        longest = self.seq_len * max([1, *self.eval_length_multiples])
+        if longest > m.max_len and m.positional == "learned":
+            raise ConfigError(
+                f"data.seq_len={self.seq_len} x data.eval_length_multiples={self.eval_length_multiples} needs {longest} "
+                f"positions but model.max_len={m.max_len} with learned positions; raise model.max_len"
+            )
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"data.mlm_probability={self.mlm_probability} must be in (0, 1)")
 
 
 @dataclass
@@ -189,6 +227,22 @@ class TrainConfig:
     wandb: WandbMode = "auto"
     """auto: online with a login, else offline"""
 
+    def check(self) -> None:
+        for name in ("max_steps", "val_every", "log_every", "attn_stats_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
+        if self.max_steps % self.val_every:
+            raise ConfigError(
+                f"train.max_steps={self.max_steps} must be a multiple of train.val_every={self.val_every} "
+                "(runs validate and checkpoint every val_every steps)"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be > 0")
+        if self.lr_from is not None and (not self.lr_from.startswith("auto:") or len(self.lr_from) <= 5):
+            raise ConfigError(f"train.lr_from={self.lr_from} must be auto:<sweep> (the sweep whose runs choose the lr) or null")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
+
 
 @dataclass
 class RunConfig:
@@ -208,50 +262,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-class ConfigError(ValueError):
-    """A config that cannot run. The message is one line: what is wrong and what is valid."""
-
-
-CLASSIFICATION_TASKS = ("order", "single", "pair", "retrieval", "lookup")
-SEQ2SEQ_TASKS = ("reverse", "sort", "translate")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy / Lightning's seed_everything accept
-
-# The metric names each kind of task logs per validation set (``<val set>/<name>``); the
-# LightningModule (training/module.py) logs exactly these, and `train.monitor` must be one of them.
-TASK_METRICS = {
-    "lm": ("loss", "acc", "ppl"),  # data.task=corpus
-    "classification": ("loss", "acc", "f1", "mcc"),
-    "seq2seq": ("loss", "token_acc", "ppl"),
-}
-
-
-def task_kind(task: str) -> str:
-    return "classification" if task in CLASSIFICATION_TASKS else "seq2seq" if task in SEQ2SEQ_TASKS else "lm"
-
-
-def max_source_len(seq_len: int) -> int:
-    """The longest seq2seq source whose prefix-LM row (source [SEP] target, |target| = |source|) fits seq_len."""
-    return (seq_len - 1) // 2
-
-
-def length_buckets(seq_len: int, n: int = 4) -> list[int]:
-    """Upper bounds of source-length buckets for exact match vs length (Q3: ``val/exact_match_src<N>``):
-    ``n`` equal widths over the real source range [1, :func:`max_source_len`] (sources never fill seq_len)."""
-    top = max(1, max_source_len(seq_len))
-    return sorted({max(1, math.ceil(top * (i + 1) / n)) for i in range(n)})
-
-
-def logged_metric_keys(cfg: RunConfig) -> list[str]:
-    """Every key a run of ``cfg`` logs that a checkpoint can monitor (validation keys and ``train/loss``)."""
-    kind = task_kind(cfg.data.task)
-    sets = ["val", *(["val_select"] if cfg.data.selection_split else []),
-            *(f"val_len{m}x" for m in cfg.data.eval_length_multiples if isinstance(m, int))]
-    keys = [f"{s}/{name}" for s in sets for name in TASK_METRICS[kind]]
-    if cfg.objective == "mlm_nsp":
-        keys.append("val/nsp_acc")
-    if kind == "seq2seq":
-        keys += ["val/exact_match", *(f"val/exact_match_src{u}" for u in length_buckets(cfg.data.seq_len))]
-    return [*keys, "train/loss"]
 
 
 def _non_finite(obj: Any, prefix: str = "") -> tuple[str, float] | None:
@@ -295,165 +306,16 @@ def check_experiment_name(name: str) -> None:
         )
 
 
-def _check_monitor(cfg: RunConfig) -> None:
-    keys = logged_metric_keys(cfg)
-    if cfg.train.monitor not in keys:
-        raise ConfigError(
-            f"train.monitor={cfg.train.monitor} is not logged by data.task={cfg.data.task} "
-            f"(objective={cfg.objective}); valid: {', '.join(keys)}"
-        )
-
-
 def validate(cfg: RunConfig) -> RunConfig:
-    """Cross-field checks that a ``Literal`` cannot express. Raises :class:`ConfigError`."""
+    """The checks of each section that a ``Literal`` cannot express (the task rules, objective x
+    task x arch and the monitored metric, are the task registry's: ``tasks.check_run``).
+    Raises :class:`ConfigError`."""
     check_experiment_name(cfg.experiment)
     _check_numbers(cfg)
-    m = cfg.model
-    for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
-        if getattr(m, name) <= 0:
-            raise ConfigError(f"model.{name}={getattr(m, name)} must be a positive integer")
-    if m.head_dim is not None and m.head_dim <= 0:
-        raise ConfigError(f"model.head_dim={m.head_dim} must be a positive integer (or null for d_model/n_heads)")
-    if m.head_dim is None and m.d_model % m.n_heads:
-        raise ConfigError(
-            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
-            "set model.head_dim explicitly or pick a divisor"
-        )
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1)")
-    if m.attention.chunk_size <= 0:
-        raise ConfigError(f"model.attention.chunk_size={m.attention.chunk_size} must be a positive integer")
-    if m.cross_attention != "full" and m.arch != "encoder_decoder":
-        raise ConfigError(
-            f"model.cross_attention={m.cross_attention} needs model.arch=encoder_decoder (got model.arch={m.arch})"
-        )
-    d = cfg.data
-    for name in ("seq_len", "vocab_size", "batch_size"):
-        if getattr(d, name) <= 0:
-            raise ConfigError(f"data.{name}={getattr(d, name)} must be a positive integer")
-    for name in ("n_train", "n_val"):
-        value = getattr(d, name)
-        if value < 0 or (value == 0 and d.source == "synthetic"):
-            raise ConfigError(f"data.{name}={value} must be > 0 (0 means all examples, for a real corpus only)")
-    longest = d.seq_len * max([1, *d.eval_length_multiples])
-    if longest > m.max_len and m.positional == "learned":
-        raise ConfigError(
-            f"data.seq_len={d.seq_len} x data.eval_length_multiples={d.eval_length_multiples} needs {longest} "
-            f"positions but model.max_len={m.max_len} with learned positions; raise model.max_len"
-        )
-    if not 0.0 < d.mlm_probability < 1.0:
-        raise ConfigError(f"data.mlm_probability={d.mlm_probability} must be in (0, 1)")
-    t = cfg.train
-    for name in ("max_steps", "val_every", "log_every", "attn_stats_every"):
-        if getattr(t, name) <= 0:
-            raise ConfigError(f"train.{name}={getattr(t, name)} must be a positive integer")
-    if t.max_steps % t.val_every:
-        raise ConfigError(
-            f"train.max_steps={t.max_steps} must be a multiple of train.val_every={t.val_every} "
-            "(runs validate and checkpoint every val_every steps)"
-        )
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr={t.lr} must be > 0")
-    if t.lr_from is not None and (not t.lr_from.startswith("auto:") or len(t.lr_from) <= 5):
-        raise ConfigError(f"train.lr_from={t.lr_from} must be auto:<sweep> (the sweep whose runs choose the lr) or null")
-    if t.warmup_steps < 0:
-        raise ConfigError(f"train.warmup_steps={t.warmup_steps} must be >= 0")
-    # objective x task x arch
-    obj, task = cfg.objective, d.task
-    if task == "corpus" and obj not in ("mlm", "mlm_nsp", "causal"):
-        raise ConfigError(f"data.task=corpus is for pretraining: objective must be mlm_nsp, mlm or causal, got {obj}")
-    if obj in ("mlm", "mlm_nsp") and task == "corpus" and m.arch != "encoder":
-        raise ConfigError(f"objective={obj} needs model.arch=encoder (bidirectional), got model.arch={m.arch}")
-    if obj == "causal" and task == "corpus" and m.arch != "decoder":
-        raise ConfigError(f"objective=causal needs model.arch=decoder, got model.arch={m.arch}")
-    if task in SEQ2SEQ_TASKS:
-        if obj != "seq2seq":
-            raise ConfigError(f"data.task={task} is a seq2seq task: objective must be seq2seq, got {obj}")
-        if m.arch == "encoder":
-            raise ConfigError("objective=seq2seq needs model.arch=encoder_decoder or decoder (prefix LM), got encoder")
-    if task in CLASSIFICATION_TASKS:
-        # objective names how the encoder was pretrained: none = random init, else a checkpoint is loaded
-        if obj == "seq2seq":
-            raise ConfigError(f"objective=seq2seq needs data.task in {list(SEQ2SEQ_TASKS)}, got data.task={task}")
-        if m.arch == "encoder_decoder":
-            raise ConfigError(f"model.arch=encoder_decoder is for seq2seq tasks, got data.task={task}")
-        if obj != "none" and cfg.finetune.pretrained is None:
-            raise ConfigError(
-                f"objective={obj} on classification task data.task={task} needs finetune.pretrained "
-                "(a checkpoint or run dir); use objective=none to train from random init"
-            )
-    _check_monitor(cfg)
+    cfg.model.check()
+    cfg.data.check(cfg.model)
+    cfg.train.check()
     return cfg
-
-
-# --- the shape of config files (before jsonargparse merges them) -----------------------
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
-    keeps the last one silently; no maintained YAML library for Python refuses it by default)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); give each key once")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys (:class:`ConfigError`)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
-
-
-def check_config_shape(data: Any, where: str) -> None:
-    """An experiment file must be a mapping, and each block (``model:``, ``model.attention:`` …)
-    a mapping too: a scalar or null there would reset the whole block to its defaults."""
-    if data is None:
-        raise ConfigError(f"{where}: the config is empty; it must be a mapping of config keys (e.g. model: {{d_model: 64}})")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the config must be a mapping of config keys, got a {type(data).__name__}")
-    _check_blocks(data, RunConfig, "", where)
-    scales = data.get("scales")
-    if scales is not None:
-        if not isinstance(scales, dict) or not all(isinstance(v, dict) or v is None for v in scales.values()):
-            raise ConfigError(f"{where}: scales must map a scale ({', '.join(get_args(Scale))}) to a mapping of overrides")
-        for name, block in scales.items():
-            _check_dotted_blocks(block or {}, f"{where}: scales.{name}")
-    when = data.get("when")
-    if when is not None and not isinstance(when, list):
-        raise ConfigError(f"{where}: when must be a list of {{if: ..., set: ...}} mappings")
-
-
-@functools.cache
-def _hints(cls: type) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _check_blocks(data: dict, cls: type, prefix: str, where: str) -> None:
-    hints = _hints(cls)
-    for key, value in data.items():
-        hint = hints.get(key)
-        if hint is None or not dataclasses.is_dataclass(hint):
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{where}: {prefix}{key} is a block of {prefix}{key}.* keys and must be a mapping, got {value!r}; "
-                f"e.g. {prefix}{key}: {{{dataclasses.fields(hint)[0].name}: ...}}"
-            )
-        _check_blocks(value, hint, f"{prefix}{key}.", where)
-
-
-def _check_dotted_blocks(block: dict, where: str) -> None:
-    """Scale overrides may use dotted keys (``model.d_model: 32``) or nested blocks."""
-    nested: dict = {}
-    for key, value in block.items():
-        node = nested
-        parts = str(key).split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    _check_blocks(nested, RunConfig, "", where)
 
 
 # --- helpers used by run records, sweeps and the report ---------------------------------
@@ -510,8 +372,6 @@ def all_keys() -> set[str]:
 
 def from_dict(d: dict, cls: type = RunConfig) -> Any:
     """Nested dict (as saved in checkpoints and config.yaml) -> dataclass. Unknown keys are an error."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in d.items():

@@ -23,11 +23,12 @@ from safetensors.torch import load_model
 from torch import Tensor, nn
 
 from ..atomic import FILE_MODE, atomic_write_bytes
-from ..config import ConfigError, DataConfig, FinetuneConfig, ModelConfig, RunConfig, from_dict
+from ..config import ConfigError, DataConfig, FinetuneConfig, ModelConfig, RunConfig, from_dict, to_dict
 from ..data.collate import ClassificationCollator, pad_2d
 from ..data.tokenizer import MASK, Tokenizer
-from .heads import pool
-from .task_models import CausalLM, MaskedLM, SequenceClassifier, build_task_model
+from ..model.pooling import pool
+from ..model.task_models import CausalLM, MaskedLM, SequenceClassifier
+from .registry import task_spec
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
 Text = str | tuple[str, str]
@@ -59,13 +60,11 @@ class PretrainedTransformer(
             finetune=FinetuneConfig(pooling=pooling),
         )
         self.num_classes = num_classes
-        self.net = build_task_model(self.run_config, num_classes)
+        self.net = task_spec(task).model(self.run_config, num_classes)
         self.tokenizer: Tokenizer | None = None
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, num_classes: int | None) -> PretrainedTransformer:
-        from ..config import to_dict
-
         return cls(
             model=to_dict(cfg.model), objective=cfg.objective, task=cfg.data.task, num_classes=num_classes,
             pooling=cfg.finetune.pooling, pair_format=cfg.data.pair_format, seq_len=cfg.data.seq_len,

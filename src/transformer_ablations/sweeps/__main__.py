@@ -1,3 +1,0 @@
-from .command import dispatch
-
-raise SystemExit(dispatch())
