@@ -23,6 +23,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, RunConfig, config_hash, flatten, to_dict
 from .summary import RunSummary, Status
 
+
 def run_id_for(cfg: RunConfig) -> str:
     return f"s{cfg.seed}-{config_hash(cfg)}"
 
