@@ -86,7 +86,7 @@ def test_finetune_needs_a_downstream_task(tmp_path):
     res = ablate("finetune", "--pretrained", str(tmp_path), cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [(
-        "ablate: error: ablate finetune needs a downstream task: --task order|single|pair|retrieval|pair_tag, or a --config "
+        "ablate: error: ablate finetune needs a downstream task: --task order|single|pair|retrieval|pair_tag|lookup, or a --config "
         "experiment that sets data.task (got data.task=corpus, a pretraining task)"
     )]
     assert not (tmp_path / "runs").exists()

@@ -429,7 +429,9 @@ def test_run_lock_survives_the_holder_removing_the_file(tmp_path):
 
 # --- 5. resources and failures ----------------------------------------------------------------
 def _cfg(tmp_path: Path, *extra: str):
+    """A small masked-LM run (the Q1 experiment file with its pre-issue-15 task: the faults below hit the MLM collator)."""
     return parse_run_config(["--config", str(EXP / "q1_scaling.yaml"), "--scale=smoke", "--train.wandb=disabled",
+                             "--objective=mlm", "--data.task=corpus",
                              "--train.accelerator=cpu", f"--train.out_dir={tmp_path / 'runs'}",
                              f"--data.cache_dir={tmp_path / 'cache'}", *extra])
 
@@ -500,7 +502,8 @@ def test_a_failing_run_does_not_stop_its_sweep(tmp_path):
         """)
     args = ["sweep", str(sweep), "--scale", "smoke", "--runs-dir", str(tmp_path / "runs"), "--offline", "--quiet",
             "--runner", "oom_runner:oom_on_seed_1",
-            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.wandb=disabled"]
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.wandb=disabled",
+            "--set", "objective=mlm", "--set", "data.task=corpus"]  # the masked-LM collator is what fails
     env = env_for(tmp_path, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run(ablate_argv(*args), cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=600)
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]  # documented: 1 when some run failed

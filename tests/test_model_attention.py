@@ -73,8 +73,8 @@ def test_sdpa_equals_reference(make_model_cfg, scaling, case):
 def test_additive_chunks_equal_one_chunk(make_model_cfg, scaling):
     common = {"arch": "decoder", "positional": "alibi", "n_layers": 2, "segment_embeddings": False}
     chunked, whole = twin(
-        make_model_cfg(**common, attention={"kind": "additive", "scaling": scaling, "chunk_size": 2}),
-        make_model_cfg(**common, attention={"kind": "additive", "scaling": scaling, "chunk_size": 64}),
+        make_model_cfg(**common, attention={"kind": "additive", "additive_init": "unit", "scaling": scaling, "chunk_size": 2}),
+        make_model_cfg(**common, attention={"kind": "additive", "additive_init": "unit", "scaling": scaling, "chunk_size": 64}),
     )
     ids, mask = ragged_batch()
     outputs = []
@@ -228,7 +228,8 @@ def test_stats_for_every_kind(make_model_cfg, kind, impl, scaling):
     out, stats = model(ids, mask, return_stats=True)
     assert [s["name"] for s in stats] == ["enc0", "enc1"]
     for s in stats:
-        assert set(s) == {"name", "entropy", "max_prob", "logit_std", "logit_max"}
+        assert set(s) == {"name", "entropy", "max_prob", "saturated", "logit_std", "logit_max"}
+        assert 0.0 <= float(s["saturated"]) <= 1.0
         assert 0.0 <= float(s["entropy"]) <= 1.0 + 1e-6
         assert 0.0 < float(s["max_prob"]) <= 1.0
         assert float(s["logit_std"]) >= 0.0

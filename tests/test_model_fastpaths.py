@@ -536,9 +536,10 @@ def test_compiled_equals_eager(make_model_cfg, kind, backend):
 def test_attention_cost_rows_and_files(tmp_path):
     from transformer_ablations.bench import attention_cost
 
-    rows = attention_cost.measure(lengths=(8, 16), d_k=8, n_heads=2, batch=1, repeats=2, min_time_s=0.0)
+    eager = ("dot_sdpa", "dot_reference", "additive")  # the compiled kinds: tests/test_q1_q4_experiments.py
+    rows = attention_cost.measure(eager, lengths=(8, 16), d_k=8, n_heads=2, batch=1, repeats=2, min_time_s=0.0)
     assert len(rows) == 3 * 2 * 2
-    assert all(set(r) == {"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"} for r in rows)
+    assert all(set(r) == {"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb", "flops"} for r in rows)
     assert {r["kind"] for r in rows} == {"dot_sdpa", "dot_reference", "additive"}
     assert all(r["time_ms"] > 0 and r["peak_mem_mb"] > 0 for r in rows)
     out = tmp_path / "q4_attention_cost.json"
@@ -546,6 +547,8 @@ def test_attention_cost_rows_and_files(tmp_path):
         [
             "--out",
             str(out),
+            "--kinds",
+            *eager,
             "--lengths",
             "8,16",
             "--repeats",

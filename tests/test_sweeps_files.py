@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # sweep -> (subcommand, metric, goal, {parameter: values}) -- docs/ARCHITECTURE.md, "Sweeps"
 TABLE = {
     "q1_scaling": ("fit", "val/acc", "maximize", {
-        "model.attention.scaling": ["sqrt_dk", "none", "qk_norm"], "model.head_dim": [16, 256]}),
+        "model.attention.scaling": ["sqrt_dk", "none", "qk_norm"], "model.head_dim": [16, 64, 256]}),
     "q2_positional": ("fit", "val/acc", "maximize", {
         "model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"], "model.arch": ["encoder", "decoder"]}),
+    "q2_lookup": ("fit", "val/acc", "maximize", {"model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"]}),
     "q3_attention": ("fit", "val/exact_match", "maximize", {
         "model.arch": ["encoder_decoder", "decoder"], "model.cross_attention": ["full", "pooled"]}),
     "q4_additive": ("fit", "val/acc", "maximize", {
@@ -35,6 +36,9 @@ TABLE = {
 }
 
 
+CONSTANTS = {"q1_scaling": {"train.lr_from": "auto:q1_lr_select"}}  # one-value parameters besides scale
+
+
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_sweep_file_matches_the_sweeps_table(name):
     sub, metric, goal, grid = TABLE[name]
@@ -46,6 +50,8 @@ def test_sweep_file_matches_the_sweeps_table(name):
     seeds = params.pop("seed")["values"]
     assert seeds == list(range(len(seeds))) and len(seeds) >= 3, seeds
     assert params.pop("scale") == {"value": "quick"}
+    constants = {k: params.pop(k)["value"] for k in [k for k, v in params.items() if "value" in v]}
+    assert constants == CONSTANTS.get(name, {})
     assert {k: v["values"] for k, v in params.items()} == grid
     assert all("." in k or k == "objective" for k in params), "flat dotted names (wandb issue 4345)"
 

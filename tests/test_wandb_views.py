@@ -43,7 +43,8 @@ def grids(report: wr.Report) -> list[wr.PanelGrid]:
 def test_q2_view_has_coordinates_grouped_bars_and_curves():
     report = build_views("q2", "ent", "proj", "quick", SWEEPS, CLAIMS)
     assert (report.entity, report.project) == ("ent", "proj")
-    runs, by_toggles = grids(report)
+    runs, by_toggles, *lookup = grids(report)  # q2_positional, then q2_lookup (issue 15)
+    assert len(lookup) == 2
     for grid in (runs, by_toggles):
         (rs,) = grid.runsets
         assert rs.filters == "Config(\"experiment\") == 'q2_positional' and Config(\"scale\") == 'quick'"

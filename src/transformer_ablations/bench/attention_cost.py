@@ -10,9 +10,10 @@ projection, attention, output projection), bidirectional, no padding, fp32, ``n_
 
 ``--device cuda`` runs it on a GPU (the default when one exists); ``--compile`` wraps each layer in
 ``torch.compile`` (inductor; ``--compile aot_eager`` for a quick check without code generation), one
-graph per kind and T (``dynamic=False``), compiled in an extra untimed warm-up step. The additive
-kernel's chunk loop is ``torch.compiler.disable``-d (it always runs eager, inside the compiled layer);
-its projections, softmax and the layer's linear maps are compiled like dot-product's.
+graph per kind and T (``dynamic=False``), compiled in an extra untimed warm-up step. ``dot_compiled`` and
+``additive_compiled`` are always compiled (inductor): the two mechanisms on the same footing, additive as
+its dense formula (the eager chunked kernel is not traced). ``--d-k`` takes several values; every row
+carries the step's analytic ``flops`` (:func:`step_flops`) so time ratios read against FLOP ratios.
 
 - ``time_ms``: wall time of one step, a median-free raw figure per ``repeat`` (the report aggregates
   repeats). Implementations alternate within each repeat (who goes first rotates) so load from other
@@ -57,9 +58,15 @@ KINDS: dict[str, tuple[str, str]] = {  # kind -> (model.attention.kind, model.at
     "dot_sdpa": ("dot", "sdpa"),
     "dot_reference": ("dot", "reference"),
     "additive": ("additive", "sdpa"),
+    # the two mechanisms under torch.compile (issue 15: both kinds on the same footing, eager and compiled):
+    # dot as softmax(q k^T) v, additive as its dense formula (model.attention.additive_attention_dense)
+    "dot_compiled": ("dot", "reference"),
+    "additive_compiled": ("additive", "sdpa"),
 }
-DEFAULT_KINDS = ("dot_sdpa", "dot_reference", "additive")
-DEFAULT_LENGTHS = (64, 128, 256, 512, 1024)
+COMPILED_KINDS = ("dot_compiled", "additive_compiled")
+DEFAULT_KINDS = ("dot_sdpa", "dot_reference", "additive", "dot_compiled", "additive_compiled")
+DEFAULT_LENGTHS = (64, 128, 256)  # the quick suite's budget; GPUs and `make bench` pass longer ones
+DEFAULT_D_K = (16, 64)
 MEMORY_METHOD = {
     "cpu": "torch.profiler(profile_memory=True): max of the CPU allocator's running total minus its value before the step",
     "cuda": "torch.cuda.max_memory_allocated() minus memory_allocated() before the step",
@@ -93,6 +100,8 @@ def layer_step(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     layer = SelfAttention(cfg).to(device).train()
+    if compile is None and kind in COMPILED_KINDS:
+        compile = "inductor"
     forward = layer if compile is None else torch.compile(layer, backend=compile, dynamic=False)
     x = torch.randn(batch, t, cfg.d_model, generator=gen).to(device).requires_grad_()
     grad_out = torch.randn(batch, t, cfg.d_model, generator=gen).to(device)
@@ -184,7 +193,7 @@ def _warm_up(step: Callable[[], None], sync: Callable[[], None], min_time_s: flo
 def measure(
     kinds: Sequence[str] = DEFAULT_KINDS,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
-    d_k: int = 64,
+    d_k: int | Sequence[int] = 64,
     n_heads: int = 4,
     batch: int = 2,
     repeats: int = 3,
@@ -194,20 +203,29 @@ def measure(
     progress: Callable[[str], None] | None = None,
     compile: str | Callable | None = None,
 ) -> list[dict]:
-    """-> rows ``{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb"}``, one per kind x T x repeat."""
+    """-> rows ``{"kind", "T", "d_k", "repeat", "time_ms", "peak_mem_mb", "flops"}``, one per kind x d_k x T x
+    repeat (``d_k``: one value or several)."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown attention kind {kind!r}; valid: {', '.join(KINDS)}")
+    d_ks = [d_k] if isinstance(d_k, int) else list(d_k)
+    rows: list[dict] = []
+    for dk in d_ks:
+        rows += _measure_dk(kinds, lengths, dk, n_heads, batch, repeats, device, causal, min_time_s, progress, compile)
+    return rows
+
+
+def _measure_dk(kinds, lengths, d_k, n_heads, batch, repeats, device, causal, min_time_s, progress, compile) -> list[dict]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if compile is not None:
-        _allow_recompiles(4 * len(kinds) * len(lengths))
+    if compile is not None or any(k in COMPILED_KINDS for k in kinds):
+        _allow_recompiles(8 * len(kinds) * len(lengths))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     rows: list[dict] = []
     for t in lengths:
         steps = {k: layer_step(k, t, d_k, n_heads, batch, device, causal, compile=compile) for k in kinds}
         calls, memory = {}, {}
         for kind, step in steps.items():
-            calls[kind] = _warm_up(step, sync, min_time_s, compiled=compile is not None)
+            calls[kind] = _warm_up(step, sync, min_time_s, compiled=compile is not None or kind in COMPILED_KINDS)
             memory[kind] = peak_memory_mb(step, device)
         per_kind: dict[str, list[float]] = {k: [] for k in kinds}
         for r in range(repeats):
@@ -229,50 +247,73 @@ def measure(
                         "repeat": r,
                         "time_ms": round(ms, 4),
                         "peak_mem_mb": round(memory[kind], 3),
+                        "flops": step_flops(kind, t, d_k, n_heads, batch),
                     }
                 )
             if progress:
                 progress(
-                    f"T={t:5d} {kind:14s} {statistics.median(per_kind[kind]):10.2f} ms {memory[kind]:9.1f} MiB"
+                    f"d_k={d_k:4d} T={t:5d} {kind:17s} {statistics.median(per_kind[kind]):10.2f} ms {memory[kind]:9.1f} MiB"
                 )
         del steps
     return rows
 
 
+def step_flops(kind: str, t: int, d_k: int, n_heads: int, batch: int) -> float:
+    """Analytic FLOPs of one forward + backward step of the layer (backward = 2 x forward; one FLOP per
+    elementwise op, tanh included; a multiply-add is 2). torch's FlopCounterMode counts only matrix
+    products, which would leave out additive attention's add and tanh per (query, key, channel).
+
+    Shared: the QKV and output projections (2 B T D 4Hd), the softmax (~5 B H T^2) and probs @ v
+    (2 B H T^2 d). Dot: q k^T, 2 B H T^2 d. Additive: W_q q and W_k k (2 x 2 B H T d^2), then per
+    (query, key): q_i + k_j, tanh and v_a . tanh (1 + 1 + 2 per channel: 4 B H T^2 d)."""
+    d_model = n_heads * d_k
+    shared = 2 * batch * t * d_model * 4 * n_heads * d_k + 5 * batch * n_heads * t * t + 2 * batch * n_heads * t * t * d_k
+    if KINDS[kind][0] == "dot":
+        score = 2 * batch * n_heads * t * t * d_k
+    else:
+        score = 4 * batch * n_heads * t * d_k * d_k + 4 * batch * n_heads * t * t * d_k
+    return 3.0 * (shared + score)
+
+
 # --- summaries ---------------------------------------------------------------------------------------
+def _label(r: dict, several_dk: bool) -> str:
+    return f"{r['kind']}@{r['d_k']}" if several_dk else r["kind"]
+
+
 def summarize(rows: list[dict]) -> dict[tuple[str, int], dict[str, float]]:
-    """(kind, T) -> median time_ms and peak_mem_mb over repeats."""
+    """(kind, T) -> median time_ms, peak_mem_mb and flops over repeats; with several d_k the kind
+    is labelled ``kind@d_k``."""
+    several = len({r["d_k"] for r in rows}) > 1
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["kind"], r["T"]), []).append(r)
+        groups.setdefault((_label(r, several), r["T"]), []).append(r)
     return {
-        key: {
-            "time_ms": statistics.median(x["time_ms"] for x in g),
-            "peak_mem_mb": statistics.median(x["peak_mem_mb"] for x in g),
-        }
+        key: {m: statistics.median(x.get(m, math.nan) for x in g) for m in ("time_ms", "peak_mem_mb", "flops")}
         for key, g in groups.items()
     }
 
 
+RATIOS = (("additive", "dot_sdpa"), ("additive", "dot_reference"), ("additive_compiled", "dot_compiled"))
+
+
 def table(rows: list[dict]) -> str:
-    """Medians per kind and T, with additive / dot ratios for time and memory."""
+    """Medians per kind and T, with additive / dot ratios of time, memory and FLOPs side by side (a time
+    ratio well above the FLOP ratio is the kernel's doing, not the mechanism's)."""
     s = summarize(rows)
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    kinds = list(dict.fromkeys(k for k, _ in s))
     lengths = sorted({r["T"] for r in rows})
+    suffixes = sorted({k.partition("@")[2] for k in kinds}, key=lambda x: int(x or 0))
+    ratio_cols = [(a + (f"@{x}" if x else ""), b + (f"@{x}" if x else "")) for x in suffixes for a, b in RATIOS]
+    ratio_cols = [(a, b) for a, b in ratio_cols if a in kinds and b in kinds]
     head = ["T"] + [f"{k} ms" for k in kinds] + [f"{k} MiB" for k in kinds]
-    ratio_cols = [
-        (a, b)
-        for a, b in (("additive", "dot_sdpa"), ("additive", "dot_reference"))
-        if a in kinds and b in kinds
-    ]
-    head += [f"{a[:3]}/{b} time" for a, b in ratio_cols] + [f"{a[:3]}/{b} mem" for a, b in ratio_cols]
+    for what in ("time", "mem", "flops"):
+        head += [f"{a}/{b} {what}" for a, b in ratio_cols]
     lines = []
     for t in lengths:
-        row = [str(t)]
-        row += [f"{s[(k, t)]['time_ms']:.2f}" for k in kinds]
-        row += [f"{s[(k, t)]['peak_mem_mb']:.2f}" for k in kinds]
-        row += [f"{s[(a, t)]['time_ms'] / s[(b, t)]['time_ms']:.1f}x" for a, b in ratio_cols]
-        row += [f"{s[(a, t)]['peak_mem_mb'] / s[(b, t)]['peak_mem_mb']:.2f}x" for a, b in ratio_cols]
+        cell = lambda k, m: s.get((k, t), {}).get(m, math.nan)
+        row = [str(t)] + [f"{cell(k, 'time_ms'):.2f}" for k in kinds] + [f"{cell(k, 'peak_mem_mb'):.2f}" for k in kinds]
+        for m, fmt in (("time_ms", "{:.1f}x"), ("peak_mem_mb", "{:.2f}x"), ("flops", "{:.2f}x")):
+            row += [fmt.format(cell(a, m) / cell(b, m)) for a, b in ratio_cols]
         lines.append(row)
     widths = [max(len(head[i]), *(len(r[i]) for r in lines)) for i in range(len(head))]
     out = ["  ".join(h.rjust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
@@ -288,7 +329,7 @@ def figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     s = summarize(rows)
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    kinds = list(dict.fromkeys(k for k, _ in s))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for metric, ax, label in (
         ("time_ms", axes[0], "forward + backward time (ms)"),
@@ -337,7 +378,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=list(KINDS))
     p.add_argument("--lengths", type=_ints, default=list(DEFAULT_LENGTHS), help="e.g. '64,128,256'")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--d-k", type=int, default=64)
+    p.add_argument("--d-k", type=_ints, default=list(DEFAULT_D_K), help="one or several, e.g. '16,64'")
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")

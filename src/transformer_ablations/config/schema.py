@@ -30,6 +30,7 @@ PairFormat = Literal["sep", "concat"]
 # --- extensions used by the experiments ------------------------------------------------
 CrossAttention = Literal["full", "pooled"]  # Q3: decoder sees every encoder state, or one pooled state
 AttentionImpl = Literal["sdpa", "reference"]  # fast path vs readable reference path (same maths)
+AdditiveInit = Literal["bahdanau", "unit"]  # Q4: v_a starts at zero (Bahdanau) or N(0, 1) (grows like q.k)
 Task = Literal[
     "corpus",  # multi-sentence documents: mlm / mlm_nsp / causal pretraining
     "retrieval",  # associative recall (Q1, Q4)
@@ -37,6 +38,7 @@ Task = Literal[
     "reverse",  # seq2seq (Q3)
     "sort",  # seq2seq (Q3)
     "translate",  # seq2seq with reordering between two vocabularies (Q3)
+    "lookup",  # offset lookup: the token k places before the query (Q1, Q2, Q4; needs positions)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
     "pair_tag",  # sentence-pair token tagging: each word of A tagged with B's mood (Q5/Q6; no boundary word)
@@ -61,6 +63,8 @@ class AttentionConfig:
     """sdpa: PyTorch's fused kernel; reference: the readable path (same maths)"""
     chunk_size: int = 64
     """additive attention: queries per chunk (bounds peak memory)"""
+    additive_init: AdditiveInit = "bahdanau"
+    """additive attention: v_a starts at zero (bahdanau) or N(0, 1) (unit: the score's std grows as sqrt(d_k))"""
 
 
 @dataclass
@@ -138,6 +142,8 @@ class DataConfig:
     """sentencepiece vocabulary (symbolic tasks use one token per symbol)"""
     pair_format: PairFormat = "sep"
     """sentence pairs as [CLS] a [SEP] b [SEP] (sep) or [CLS] a b [SEP] (concat)"""
+    selection_split: bool = False
+    """also evaluate on a disjoint held-out split, val_select/* (for tuning, e.g. Q1's per-arm lr)"""
     eval_length_multiples: list[int] = field(default_factory=list)
     """also evaluate at these multiples of seq_len, e.g. [2, 4]"""
     mlm_probability: float = 0.15
@@ -190,6 +196,8 @@ class TrainConfig:
     """optimizer steps"""
     lr: float = 1e-3
     """peak learning rate (AdamW, warmup then cosine)"""
+    lr_from: str | None = None
+    """auto:<sweep>: train.lr is the lr whose runs of that sweep (same settings) scored best on val_select"""
     warmup_steps: int = 30
     """linear warmup steps"""
     weight_decay: float = 0.01
@@ -234,6 +242,8 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0")
+        if self.lr_from is not None and (not self.lr_from.startswith("auto:") or len(self.lr_from) <= 5):
+            raise ConfigError(f"train.lr_from={self.lr_from} must be auto:<sweep> (the sweep whose runs choose the lr) or null")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
 
@@ -345,6 +355,7 @@ def toggle_values() -> dict[str, tuple]:
         "model.attention.kind": get_args(AttentionKind),
         "model.attention.scaling": get_args(Scaling),
         "model.attention.impl": get_args(AttentionImpl),
+        "model.attention.additive_init": get_args(AdditiveInit),
         "model.positional": get_args(Positional),
         "model.segment_embeddings": (True, False),
         "model.norm": get_args(Norm),

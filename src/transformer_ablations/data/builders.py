@@ -99,6 +99,9 @@ def split_plan(cfg: RunConfig, ms: list[int]) -> tuple[dict, dict, dict, dict, b
     mult = {"train": 1, "val": 1, **{f"val_len{m}x": m for m in ms}}
     sizes = {"train": d.n_train, "val": d.n_val, **{f"val_len{m}x": d.n_val for m in ms}}
     seeds = {"train": DATA_SEED, "val": DATA_SEED + 1, **{f"val_len{m}x": DATA_SEED + 100 + m for m in ms}}
+    if d.selection_split:  # a disjoint held-out split for tuning (Q1's lr), generated like val
+        lengths, mult, sizes, seeds = ({**x, "val_select": v} for x, v in
+                                       ((lengths, L), (mult, 1), (sizes, d.n_val), (seeds, DATA_SEED + 2)))
     return lengths, mult, sizes, seeds, sources.parse_source(d.source)[0] == "synthetic"
 
 

@@ -58,6 +58,11 @@ def retrieval_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m
                                n_values=RETRIEVAL_VALUES)
 
 
+def lookup_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m: int) -> list[dict]:
+    lo, hi = _sizes(synthetic.LOOKUP_GROUP, lambda L: L - 3, length, m)  # symbols in [CLS] symbols @k [SEP]
+    return synthetic.lookup(n, seed=seed, min_len=lo, max_len=hi)
+
+
 def single_rows(cfg: RunConfig, split: str, n: int, seed: int, length: int, m: int) -> list[dict]:
     return synthetic.single(n, seed=seed, split="train" if split == "train" else "val")
 

@@ -108,7 +108,7 @@ def prepare(cfg: RunConfig, task, tokenizer: Tokenizer | None = None) -> Prepare
     ms = length_multiples(cfg, task)
     cache = Path(os.path.expanduser(d.cache_dir))
     parts = {"v": code_version(), "task": d.task, "kind": kind, "seq_len": d.seq_len, "n_train": d.n_train,
-             "n_val": d.n_val, "multiples": ms, "data_seed": DATA_SEED}
+             "n_val": d.n_val, "multiples": ms, "data_seed": DATA_SEED, "selection_split": d.selection_split}
     if src_kind == "synthetic":
         parts["source"] = "synthetic"
         if tokenizer is None:

@@ -320,6 +320,8 @@ def vocabulary(task: str, **kw) -> list[str]:
         return list(LETTERS)
     if task == "translate":
         return translate_vocabulary()
+    if task == "lookup":
+        return lookup_vocabulary(kw.get("n_symbols", LOOKUP_SYMBOLS), kw.get("max_offset", LOOKUP_MAX_OFFSET))
     raise ValueError(f"unknown synthetic task {task!r}")
 
 
@@ -376,3 +378,41 @@ def pair_tag(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
         tags = [TAG_IGNORE if w in PAIR_TAG_FUNCTION else mood_b for w in a]
         out.append({"text_a": " ".join(a), "text_b": " ".join(b), "tags": tags})
     return out
+# --- offset lookup (Q2, appended for issue 15) --------------------------------------------
+LOOKUP_SYMBOLS = 8  # filler symbols s0..s7 (repeats allowed)
+LOOKUP_MAX_OFFSET = 2  # the query asks for the token 1 or 2 places before it
+LOOKUP_GROUP = 3  # examples per bag and query: rotations with pairwise different answers
+
+
+def lookup_vocabulary(n_symbols: int = LOOKUP_SYMBOLS, max_offset: int = LOOKUP_MAX_OFFSET) -> list[str]:
+    return [f"s{i}" for i in range(n_symbols)] + [f"@{k}" for k in range(1, max_offset + 1)]
+
+
+def lookup(n: int, seed: int = 1234, min_len: int = 4, max_len: int = 14, n_symbols: int = LOOKUP_SYMBOLS,
+           max_offset: int = LOOKUP_MAX_OFFSET, group: int = LOOKUP_GROUP) -> list[dict]:
+    """``{"text": "s3 s6 s1 s7 @2", "label": 1}``: label = the index of the symbol ``k`` places before the
+    query ``@k`` (here s1). Only positions tell the answer: examples come in groups of ``group``
+    (the last group may be cut at ``n``) with the same bag of symbols and the same query, the symbols
+    cyclically rotated so that the answers of a group are pairwise different. Any function of the bag
+    and the query (a model without positions, e.g. a bidirectional encoder with NoPE) is right on at
+    most one example per group: accuracy <= 1/group. Offsets are relative to the query, so the
+    same rule holds at any length (length generalisation, Q2)."""
+    if min(min_len, n_symbols) < max(max_offset, group) or max_len < min_len:
+        raise ValueError(f"lookup: need max(max_offset, group) <= min(min_len, n_symbols) and min_len <= max_len, got "
+                         f"max_offset={max_offset}, group={group}, min_len={min_len}, max_len={max_len}, "
+                         f"n_symbols={n_symbols}")
+    rng = random.Random(f"lookup:{seed}")
+    out: list[dict] = []
+    while len(out) < n:
+        length = rng.randint(min_len, max_len)
+        seq = [rng.randrange(n_symbols) for _ in range(length)]
+        k = rng.randint(1, max_offset)
+        by_answer: dict[int, int] = {}  # answer symbol -> one shift giving it
+        for shift in rng.sample(range(length), length):
+            by_answer.setdefault(seq[(shift + length - k) % length], shift)
+        if len(by_answer) < group:
+            continue  # too few distinct symbols for a group with pairwise different answers
+        for answer in rng.sample(sorted(by_answer), group):
+            rot = seq[by_answer[answer]:] + seq[:by_answer[answer]]
+            out.append({"text": " ".join(f"s{i}" for i in rot) + f" @{k}", "label": rot[length - k]})
+    return out[:n]

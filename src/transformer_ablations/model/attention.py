@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .kernels.additive import additive_attention, additive_score
+from .kernels.additive import additive_attention, additive_attention_dense, additive_score
 from .kernels.cpu_linear import Linear
 
 Scale = float | Tensor  # a python float, or a per-head tensor [H, 1, 1]
@@ -128,10 +128,13 @@ def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
 
 
 # --- attention statistics (Q1) -------------------------------------------------------------
+SATURATED_PROB = 0.99  # a softmax row is saturated when one key takes more than this
 def attention_stats(logits: Tensor, probs: Tensor, ctx: AttentionContext) -> dict[str, Tensor]:
     """Means over batch, heads and real queries, with masked keys excluded, of:
     ``entropy`` (normalised by log of the number of attendable keys; rows with one key are left
-    out), ``max_prob``, ``logit_std`` and ``logit_max`` (of the pre-softmax logits incl. bias).
+    out), ``max_prob``, ``saturated`` (the share of rows whose largest probability exceeds
+    :data:`SATURATED_PROB`: the softmax Jacobian there is < 1% of its size at uniform attention),
+    ``logit_std`` and ``logit_max`` (of the pre-softmax logits incl. bias).
     logits, probs: [B, H, Tq, Tk]."""
     logits, probs = logits.detach().float(), probs.detach().float()
     allowed = ctx.allowed  # [B, 1, Tq, Tk]
@@ -149,6 +152,7 @@ def attention_stats(logits: Tensor, probs: Tensor, ctx: AttentionContext) -> dic
     return {
         "entropy": mean(entropy, entropy_rows),
         "max_prob": mean(probs.amax(-1), rows),
+        "saturated": mean((probs.amax(-1) > SATURATED_PROB).float(), entropy_rows),
         "logit_std": mean(logit_var.sqrt(), rows),
         "logit_max": mean(logits.masked_fill(~allowed, float("-inf")).amax(-1), rows),
     }
@@ -282,13 +286,25 @@ class SDPADotProductAttention(DotProductAttention):
         return y, None  # [B, H, Tq, d]
 
 
+ADDITIVE_INITS = {  # model.attention.additive_init -> v_a [H, d]
+    "bahdanau": lambda h, d: torch.zeros(h, d),  # uniform attention at step 0 (Bahdanau et al. 2015 App. A.2)
+    "unit": lambda h, d: torch.randn(h, d),  # score std grows as sqrt(d), like an unscaled q . k
+}
+
+
 class AdditiveAttention(DotProductAttention):
     """Additive attention (Bahdanau et al. 2015, https://arxiv.org/abs/1409.0473), per head:
     ``score(q_i, k_j) = v_a . tanh(W_q q_i + W_k k_j)`` with W_q, W_k: d -> d and v_a in R^d.
 
     The scaling multiplies the score as for dot-product. Init: W_q, W_k ~ N(0, 1/d) keep the scale
-    of q and k; v_a ~ N(0, 1) makes the score a sum of d unit-weight terms like q . k, so the
-    scalings play the same role for both kinds (std grows as sqrt(d) unscaled).
+    of q and k; ``v_a`` by ``model.attention.additive_init`` (:data:`ADDITIVE_INITS`): ``bahdanau``
+    (default) starts it at zero, so attention starts uniform, as in Bahdanau et al. 2015 App. A.2
+    (biases and the alignment model's output weights start at 0 / small); ``unit`` is N(0, 1), which
+    makes the score a sum of d unit-weight terms like q . k (std grows as sqrt(d) unscaled), so the
+    scalings play the same role for both kinds.
+
+    Under ``torch.compile`` the score is the dense formula (:func:`additive_attention_dense`), which
+    Inductor fuses; eager runs the chunked kernels (same maths, tested equal).
 
     Memory: the [B, H, Tq, Tk, d] tanh tensor is never whole. Training forwards run
     :class:`AdditiveAttentionFunction`, attention done FlashAttention-style (Dao et al. 2022,
@@ -306,7 +322,7 @@ class AdditiveAttention(DotProductAttention):
         self.chunk_size = cfg.attention.chunk_size
         self.w_q = nn.Parameter(torch.randn(h, d, d) / math.sqrt(d))
         self.w_k = nn.Parameter(torch.randn(h, d, d) / math.sqrt(d))
-        self.v_a = nn.Parameter(torch.randn(h, d))
+        self.v_a = nn.Parameter(ADDITIVE_INITS[cfg.attention.additive_init](h, d))
 
     def project(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         q = torch.einsum("bhqd,hde->bhqe", q, self.w_q)  # W_q q_i per head: [B, H, Tq, d]
@@ -323,6 +339,8 @@ class AdditiveAttention(DotProductAttention):
         if return_stats or (self.training and self.dropout > 0):  # needs the probabilities
             return super().forward(q, k, v, scale, ctx, return_stats)
         q, k = self.project(q, k)
+        if torch.compiler.is_compiling():  # traced: the dense formula, fused by the compiler
+            return additive_attention_dense(q, k, v, self.v_a, scale, ctx.bias), None
         return additive_attention(q, k, v, self.v_a, scale, ctx.bias, self.chunk_size), None
 
 

@@ -29,7 +29,8 @@ disjoint halves compared with each other, Welch). Controls take ``expect: a_bett
 - ``a_at_chance``: a's mean is within ``margin`` of ``chance`` and its CI includes chance (no ``b``);
 - ``a_above_chance``: a's mean - ``chance`` > 0 (no ``b``);
 - ``gap_grows``: the effect grows ``along`` a config key (``{key, from, to}``: effect at ``to``
-  minus effect at ``from``), along metric buckets (``{metric_pattern: "val/exact_match_src{L}"}``:
+  minus effect at ``from``; ``{key, values: [v1, v2, v3, ...], x: linear|log2|sqrt}``: the
+  least-squares slope of the effect against x(value), one linear contrast of the arms' means), along metric buckets (``{metric_pattern: "val/exact_match_src{L}"}``:
   effect at the largest L minus effect at the smallest), or, for the attention-cost source,
   along ``{key: T}`` (slope of the effect against log2 T).
 
@@ -67,8 +68,9 @@ NEEDS_CHANCE = ("a_at_chance", "a_above_chance")
 SOURCES = ("runs", "attention_cost")
 SCALES = ("linear", "log")
 
-ATTENTION_COST_KEYS: dict[str, tuple | None] = {"kind": ("dot_sdpa", "dot_reference", "additive"), "T": None, "d_k": None}
-ATTENTION_COST_METRICS = ("time_ms", "peak_mem_mb")
+ATTENTION_COST_KEYS: dict[str, tuple | None] = {
+    "kind": ("dot_sdpa", "dot_reference", "additive", "dot_compiled", "additive_compiled"), "T": None, "d_k": None}
+ATTENTION_COST_METRICS = ("time_ms", "peak_mem_mb", "flops")
 RUN_METRIC_RE = re.compile(r"^(train|attn|val|val_len\d+x)/[A-Za-z0-9_./<>{}-]+$")
 
 CONTROLS = ("relabel", "split_seeds")
@@ -308,8 +310,10 @@ def _check_along(path, cid, along, raw, grid, used: set) -> dict:
         if set(along) != {"metric_pattern"} or not isinstance(pat, str) or pat.count("{L}") != 1:
             _fail(path, cid, "along.metric_pattern must be a metric key with one '{L}', e.g. val/exact_match_src{L}")
         return dict(along)
+    if "values" in along:
+        return _check_slope_along(path, cid, along, raw, grid, used)
     if set(along) != {"key", "from", "to"}:
-        _fail(path, cid, "along needs exactly key, from, to (or metric_pattern)")
+        _fail(path, cid, "along needs exactly key, from, to (or key, values, x; or metric_pattern)")
     key = along["key"]
     if key in used:
         _fail(path, cid, f"along.key {key} is also set in compare/condition")
@@ -317,6 +321,24 @@ def _check_along(path, cid, along, raw, grid, used: set) -> dict:
     _check_settings(path, cid, "along", {key: along["to"]}, raw, grid)
     if same_value(along["from"], along["to"]):
         _fail(path, cid, "along.from and along.to are the same value")
+    return dict(along)
+
+
+SLOPE_X = ("linear", "log2", "sqrt")
+
+
+def _check_slope_along(path, cid, along, raw, grid, used: set) -> dict:
+    """``{key, values, x}``: a slope of the effect over three or more numeric values of ``key``."""
+    if set(along) != {"key", "values", "x"} or along["x"] not in SLOPE_X:
+        _fail(path, cid, f"along with values needs exactly key, values, x (x one of {', '.join(SLOPE_X)})")
+    key, values = along["key"], along["values"]
+    if key in used:
+        _fail(path, cid, f"along.key {key} is also set in compare/condition")
+    if (not isinstance(values, list) or len(values) < 3 or len(set(values)) != len(values)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)):
+        _fail(path, cid, "along.values must be three or more distinct positive numbers (a slope, not a difference)")
+    for v in values:
+        _check_settings(path, cid, "along", {key: v}, raw, grid)
     return dict(along)
 
 

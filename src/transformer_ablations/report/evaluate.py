@@ -123,6 +123,14 @@ def _groups(c: Claim, runs: Sequence[RunRecord]) -> tuple[list[GroupSummary], li
         groups = [group("a", metric=hi_m), group("b", metric=hi_m), group("a", metric=lo_m), group("b", metric=lo_m)]
         return groups, [o, -o, -o, o], 0.0, [
             f"buckets found: {', '.join(map(str, buckets))}; compared L={buckets[-1]} with L={buckets[0]}"]
+    if c.expect == "gap_grows" and "values" in c.along:
+        k, values = c.along["key"], c.along["values"]
+        weights = slope_weights(values, c.along["x"])
+        groups = [group(side, {k: v}) for v in values for side in ("a", "b")]
+        coeffs = [w * s for w in weights for s in (o, -o)]
+        return groups, coeffs, 0.0, [
+            f"least-squares slope of the effect against {c.along['x']}({k}) over {', '.join(map(fmt_value, values))}: "
+            f"weights {', '.join(f'{w:+.3g}' for w in weights)} on the per-value effects"]
     if c.expect == "gap_grows":
         k, v_from, v_to = c.along["key"], c.along["from"], c.along["to"]
         groups = [group("a", {k: v_to}), group("b", {k: v_to}), group("a", {k: v_from}), group("b", {k: v_from})]
@@ -144,6 +152,13 @@ def _best_setting(best_of: Mapping[str, Any], runs: Sequence[RunRecord], match: 
 
     best = max(sorted(values.values(), key=str), key=score) if values else None
     return {**match, key: best}
+
+
+def slope_weights(values: Sequence[float], x: str) -> list[float]:
+    """OLS slope as a linear contrast: slope = sum_i w_i y_i with w_i = (x_i - mean x) / sum (x - mean x)^2."""
+    xs = np.array([{"linear": v, "log2": math.log2(v), "sqrt": math.sqrt(v)}[x] for v in values], dtype=float)
+    dev = xs - xs.mean()
+    return [float(w) for w in dev / float((dev**2).sum())]
 
 
 def _control_rng(cid: str) -> np.random.Generator:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .collect import RunCollection, RunRecord, fmt_point, fmt_value
+from .curves import arms_of, fig_learning_curves
 from .evaluate import cell_estimate
 from .plotting import (
     FigureResult,
@@ -36,7 +37,7 @@ from .stats import mean_ci
 # which sweeps feed which question's figures
 QUESTION_SWEEPS: dict[str, tuple[str, ...]] = {
     "q1": ("q1_scaling",),
-    "q2": ("q2_positional",),
+    "q2": ("q2_positional", "q2_lookup"),
     "q3": ("q3_attention",),
     "q4": ("q4_additive",),
     "q5": ("q5_pretrain", "q5_finetune"),
@@ -94,10 +95,11 @@ def _len_metric(mult: int, name: str) -> str:
     return f"val/{name}" if mult == 1 else f"val_len{mult}x/{name}"
 
 
-def fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
-    path, title = Path(out_dir) / "q2_length.png", "Q2: loss and accuracy at the training length T, 2T, 4T"
+def fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path, name: str = "q2_length") -> FigureResult:
+    sweep = "q2_lookup" if name.startswith("q2_lookup") else "q2_positional"
+    path, title = Path(out_dir) / f"{name}.png", f"Q2 ({sweep}): loss and accuracy at the training length T, 2T, 4T"
     if not runs:
-        return _no_runs(path, title, "q2_positional")
+        return _no_runs(path, title, sweep)
     notes = _Notes()
     mults = _length_multiples(runs)
     if len(mults) == 1:
@@ -392,12 +394,25 @@ def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: 
     by_sweep = collection.by_sweep()
     runs = lambda s: by_sweep.get(s, [])
     grid = lambda s: grids.get(s) or {}
+
+    def curves(sweep: str, keys: Sequence[str], metric: str, name: str, show: str | None = None) -> FigureResult:
+        """Issue 15: learning curves per arm (plateau evidence); ``show``: a config key whose value per arm
+        the caption states (Q1: the lr each arm was chosen at)."""
+        dims = {k: list(grid(sweep).get(k) or sorted({r.config.get(k) for r in runs(sweep)}, key=str)) for k in keys}
+        return fig_learning_curves(runs(sweep), sweep, arms_of(dims), metric, out_dir, name, show)
     makers: dict[str, list[Callable[[], FigureResult]]] = {
-        "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir)],
+        "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir),
+               lambda: curves("q1_scaling", ("model.attention.scaling", "model.head_dim"), "val/acc", "q1_curves",
+                              show="train.lr")],
         "q2": [lambda: fig_q2_order(runs("q2_positional"), grid("q2_positional"), out_dir),
-               lambda: fig_q2_length(runs("q2_positional"), grid("q2_positional"), out_dir)],
-        "q3": [lambda: fig_q3_length(runs("q3_attention"), grid("q3_attention"), out_dir)],
+               lambda: fig_q2_length(runs("q2_positional"), grid("q2_positional"), out_dir),
+               lambda: fig_q2_length(runs("q2_lookup"), grid("q2_lookup"), out_dir, "q2_lookup_length"),
+               lambda: curves("q2_lookup", ("model.positional",), "val/acc", "q2_lookup_curves")],
+        "q3": [lambda: fig_q3_length(runs("q3_attention"), grid("q3_attention"), out_dir),
+               lambda: curves("q3_attention", ("model.arch", "model.cross_attention"), "val/token_acc", "q3_curves")],
         "q4": [lambda: fig_q4_quality(runs("q4_additive"), grid("q4_additive"), out_dir),
+               lambda: curves("q4_additive", ("model.attention.kind", "model.attention.scaling", "model.head_dim"),
+                              "val/acc", "q4_curves"),
                lambda: fig_q4_cost(collection.attention_cost, out_dir, collection.attention_cost_error)],
         "q5": [lambda: fig_q5_table(by_sweep, grid("q5_finetune"), out_dir),
                lambda: fig_q5_labels(runs("q5_finetune"), grid("q5_finetune"), out_dir)],

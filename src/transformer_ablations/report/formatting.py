@@ -44,6 +44,8 @@ def effect_label(c: Claim) -> str:
         if "metric_pattern" in c.along:
             return f"({diff}) at the longest minus at the shortest bucket ({c.along['metric_pattern']})"
         k = c.along["key"].split(".")[-1]
+        if "values" in c.along:
+            return f"slope of ({diff}) per unit of {c.along['x']}({k}) ({c.metric})"
         return f"({diff}) at {k}={fmt_value(c.along['to'])} minus at {k}={fmt_value(c.along['from'])} ({c.metric})"
     if c.scale == "log":
         return f"ratio {_ratio_name(c)}"

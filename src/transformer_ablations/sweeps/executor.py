@@ -208,6 +208,7 @@ class Executor:
                 runs.append(point)
         needs = {spec[5:] for p in runs for spec in (p.cfg.finetune.pretrained, p.cfg.data.tokenizer)
                  if spec and spec.startswith("auto:")}
+        needs |= {p.cfg.train.lr_from[5:] for p in runs if p.cfg.train.lr_from}  # lr chosen on that sweep's runs
         return SweepPlan(spec, scale, out_dir, points, runs, needs)
 
     def _needs_of_params(self, spec, params_list, out_dir) -> set:
@@ -216,6 +217,8 @@ class Executor:
             cfg = parse_point(spec, params, str(out_dir))
             if cfg.finetune.pretrained and cfg.finetune.pretrained.startswith("auto:"):
                 out.add(cfg.finetune.pretrained[5:])
+            if cfg.train.lr_from:
+                out.add(cfg.train.lr_from[5:])
         return out
 
     @staticmethod

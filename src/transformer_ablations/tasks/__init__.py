@@ -16,10 +16,10 @@ from .registry import (
     task_spec,
     tasks_of,
 )
-from .spec import TaskFamily, TaskSpec, length_buckets
+from .spec import TaskFamily, TaskSpec, length_buckets, max_source_len
 
 __all__ = ["CLASSIFICATION", "FAMILIES", "LM", "SEQ2SEQ", "TASKS", "TASK_METRICS", "TaskFamily", "TaskSpec",
-           "build_datamodule", "build_model", "check_run", "length_buckets", "logged_metric_keys", "prepare",
+           "build_datamodule", "build_model", "check_run", "length_buckets", "logged_metric_keys", "max_source_len", "prepare",
            "task_spec", "tasks_of"]
 
 

@@ -7,7 +7,7 @@ classification tasks, then the seq2seq tasks).
 from __future__ import annotations
 
 from ..config import ConfigError, RunConfig
-from ..data import examples
+from ..data import examples, synthetic
 from .spec import TaskFamily, TaskSpec, length_buckets
 
 
@@ -137,6 +137,8 @@ TASKS: dict[str, TaskSpec] = {
                           synthetic_only=True, words=examples.retrieval_words),  # associative recall (Q1, Q4)
     "pair_tag": TaskSpec("pair_tag", TAGGING, 6, examples.pair_tag_rows, 2, synthetic_only=True, length_sets=False,
                          pairs=True, target="tags"),  # Q5/Q6: each word of A tagged with B's mood; no boundary word
+    "lookup": TaskSpec("lookup", CLASSIFICATION, 8, examples.lookup_rows, synthetic.LOOKUP_SYMBOLS,
+                       synthetic_only=True),  # offset lookup: needs positions (Q1, Q2, Q4; issue 15)
     "reverse": TaskSpec("reverse", SEQ2SEQ, 5, examples.reverse_rows, synthetic_only=True),  # Q3
     "sort": TaskSpec("sort", SEQ2SEQ, 5, examples.sort_rows, synthetic_only=True),  # Q3
     "translate": TaskSpec("translate", SEQ2SEQ, 11, examples.translate_rows),  # Q3: reordering between vocabularies

@@ -22,9 +22,16 @@ from ..config import ConfigError, RunConfig
 FamilyName = Literal["lm", "classification", "seq2seq"]
 
 
+def max_source_len(seq_len: int) -> int:
+    """The longest seq2seq source whose prefix-LM row (source [SEP] target, |target| = |source|) fits seq_len."""
+    return (seq_len - 1) // 2
+
+
 def length_buckets(seq_len: int, n: int = 4) -> list[int]:
-    """Upper bounds of source-length buckets for exact match vs length (Q3: ``val/exact_match_src<N>``)."""
-    return sorted({max(1, math.ceil(seq_len * (i + 1) / n)) for i in range(n)})
+    """Upper bounds of source-length buckets for exact match vs length (Q3: ``val/exact_match_src<N>``):
+    ``n`` equal widths over the real source range [1, :func:`max_source_len`] (sources never fill seq_len)."""
+    top = max(1, max_source_len(seq_len))
+    return sorted({max(1, math.ceil(top * (i + 1) / n)) for i in range(n)})
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,8 @@ class TaskSpec:
 
     def metric_keys(self, cfg: RunConfig) -> list[str]:
         """Every key a run of ``cfg`` logs that a checkpoint can monitor (validation keys and ``train/loss``)."""
-        sets = ["val", *(f"val_len{m}x" for m in cfg.data.eval_length_multiples if isinstance(m, int))]
+        sets = ["val", *(["val_select"] if cfg.data.selection_split else []),
+                *(f"val_len{m}x" for m in cfg.data.eval_length_multiples if isinstance(m, int))]
         keys = [f"{s}/{name}" for s in sets for name in self.family.metrics]
         return [*keys, *self.family.extra_keys(cfg), "train/loss"]
 

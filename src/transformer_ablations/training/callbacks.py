@@ -26,7 +26,19 @@ class RunDiverged(RuntimeError):
 
 
 class DivergenceGuard(L.Callback):
-    """Ends the run at the first NaN/inf loss or gradient (before the optimizer applies it)."""
+    """Ends the run at the first NaN/inf loss or gradient (before the optimizer applies it). Also logs
+    the gradient norm into W_q/W_k, and its step-0 value as ``train/init_grad_norm_qk`` (Q1); that one is
+    kept in the checkpoint (callback state) and logged again with every later value, so a resumed run
+    records it too."""
+
+    def __init__(self):
+        self.init_qk: float | None = None
+
+    def state_dict(self) -> dict:
+        return {"init_qk": self.init_qk}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.init_qk = state_dict.get("init_qk")
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         # every DDP rank must take the same decision, or the others wait forever in the next all-reduce
@@ -44,18 +56,34 @@ class DivergenceGuard(L.Callback):
             pl_module.log("train/grad_norm", norm)
             qk = pl_module.net.backbone.query_key_grads()
             if qk:
-                pl_module.log("train/grad_norm_qk", torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk])))
+                qk_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in qk]))
+                pl_module.log("train/grad_norm_qk", qk_norm)
+                if trainer.global_step == 0:  # Q1: the gradient into W_q/W_k at initialisation, kept apart
+                    self.init_qk = float(qk_norm)
+                if self.init_qk is not None:
+                    pl_module.log("train/init_grad_norm_qk", self.init_qk)
 
 
 class AttentionStats(L.Callback):
     """Every ``every`` steps the training forward also returns per-layer attention statistics
-    (no second pass); they are logged as ``attn/<layer>/<stat>`` and ``attn/<stat>`` (layer mean)."""
+    (no second pass); they are logged as ``attn/<layer>/<stat>`` and ``attn/<stat>`` (layer mean). The
+    layer means of the first step are also kept as ``attn/init/<stat>`` (Q1: at initialisation), in the
+    checkpoint too (callback state), and logged again with every later statistic, so a resumed run keeps them."""
 
     def __init__(self, every: int):
         self.every = every
+        self.first = False
+        self.init: dict[str, float] = {}
+
+    def state_dict(self) -> dict:
+        return {"init": dict(self.init)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.init = dict(state_dict.get("init", {}))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         pl_module.want_attention_stats = trainer.global_step % self.every == 0
+        self.first = trainer.global_step == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stats = pl_module.last_attention_stats
@@ -71,6 +99,10 @@ class AttentionStats(L.Callback):
                 totals.setdefault(key, []).append(value)
         for key, values in totals.items():
             pl_module.log(f"attn/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
+            if self.first:
+                self.init[key] = sum(values) / len(values)
+        for key, value in self.init.items():
+            pl_module.log(f"attn/init/{key}", value, on_step=True, on_epoch=False)
         pl_module.last_attention_stats = None
 
 

@@ -59,7 +59,9 @@ from .checkpoints import (
     resolve_pretrained,
 )
 from .eval_records import ExampleRecorder
+from .head_drops import HeadDrops
 from .interrupts import RunInterrupted, interrupts_raise
+from .lr_select import adopt_selection_run, select_lr
 from .module import AblationModule
 from .progress import StepProgress
 from .shared_tokenizer import check_same_tokenizer, shared_tokenizer
@@ -133,6 +135,9 @@ class _NoLock:
 def prepare(cfg: RunConfig):
     """Resolve the pretrained checkpoint, the data and the module (no training)."""
     cfg = copy.deepcopy(cfg)
+    selection = select_lr(cfg)  # train.lr_from: the lr chosen on the selection sweep's val_select
+    if selection is not None:
+        cfg.train.lr = selection["lr"]
     pretrained_path = resolve_pretrained(cfg)
     pretrained = read_checkpoint(pretrained_path) if pretrained_path else None
     tokenizer = None
@@ -161,6 +166,7 @@ def prepare(cfg: RunConfig):
         load_state_strict(module.net.backbone, _backbone_state(pretrained), source=str(pretrained_path))
     if cfg.train.compile:  # in place: parameter names (and so checkpoints) stay those of the eager model
         module.net.compile()
+    module.lr_selection = selection
     return cfg, datamodule, module
 
 
@@ -211,6 +217,9 @@ def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
         previous = existing_record(run_dir, cfg)  # again, under the lock: another process may have finished it
         if previous and previous.get("status") in FINAL:
             return _exists(previous, run_dir)
+        adopted = adopt_selection_run(cfg, run_dir, module.lr_selection)  # the same training, already done
+        if adopted is not None:
+            return adopted
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -229,6 +238,8 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = new_summary(cfg)
     summary["run_dir"] = str(run_dir)
+    if module.lr_selection is not None:  # what trained: the chosen lr, and how it was chosen
+        summary.update(lr_selection=module.lr_selection, config={**summary["config"], "train.lr": resolved.train.lr})
     if previous:  # an interrupted run: keep its history, resume from the last checkpoint
         summary["wall_time_s_before"] = previous.get("wall_time_s") or 0.0
         summary["resumed_from_step"] = previous.get("step") if last_ckpt.is_file() else 0  # RunRecord sets the exact step
@@ -388,6 +399,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         record,
         checkpoint,
         ExampleRecorder(run_dir),
+        HeadDrops(),  # Q3: per-head accuracy drops after the last validation (encoder_decoder only)
         LearningRateMonitor(logging_interval="step"),  # train/lr/<param group>, every log_every steps
     ]
     callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines

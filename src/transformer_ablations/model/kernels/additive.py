@@ -169,3 +169,12 @@ class AdditiveAttentionFunction(torch.autograd.Function):
                 grad_scale += (d_logits * s).sum_to_size(grad_scale.shape)
             _score_chunk_backward(hidden, d_logits.mul_(scale), v_a, grad_q[:, :, rows], grad_k, grad_v_a)
         return grad_q, grad_k, grad_v, grad_v_a.sum(0), grad_scale, None, None
+
+
+def additive_attention_dense(q: Tensor, k: Tensor, v: Tensor, v_a: Tensor, scale, bias: Tensor) -> Tensor:
+    """softmax(v_a . tanh(q_i + k_j) * scale + bias) v written as one expression (a [B, H, Tq, Tk, d]
+    tanh tensor): the form ``torch.compile`` fuses into a reduction kernel. Eager code uses
+    :func:`additive_attention` instead, which never holds that tensor (issue 15: the compiled path)."""
+    hidden = torch.tanh(q[:, :, :, None, :] + k[:, :, None, :, :])  # [B, H, Tq, Tk, d]
+    score = (hidden * v_a[None, :, None, None, :]).sum(-1)  # [B, H, Tq, Tk]
+    return (score * scale + bias).softmax(-1) @ v
