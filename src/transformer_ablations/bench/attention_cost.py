@@ -310,7 +310,7 @@ def table(rows: list[dict]) -> str:
         head += [f"{a}/{b} {what}" for a, b in ratio_cols]
     lines = []
     for t in lengths:
-        cell = lambda k, m: s.get((k, t), {}).get(m, math.nan)
+        cell = lambda k, m, t=t: s.get((k, t), {}).get(m, math.nan)
         row = [str(t)] + [f"{cell(k, 'time_ms'):.2f}" for k in kinds] + [f"{cell(k, 'peak_mem_mb'):.2f}" for k in kinds]
         for m, fmt in (("time_ms", "{:.1f}x"), ("peak_mem_mb", "{:.2f}x"), ("flops", "{:.2f}x")):
             row += [fmt.format(cell(a, m) / cell(b, m)) for a, b in ratio_cols]

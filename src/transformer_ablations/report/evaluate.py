@@ -128,9 +128,9 @@ def _groups(c: Claim, runs: Sequence[RunRecord]) -> tuple[list[GroupSummary], li
         weights = slope_weights(values, c.along["x"])
         groups = [group(side, {k: v}) for v in values for side in ("a", "b")]
         coeffs = [w * s for w in weights for s in (o, -o)]
-        return groups, coeffs, 0.0, [
+        return groups, coeffs, 0.0, [(
             f"least-squares slope of the effect against {c.along['x']}({k}) over {', '.join(map(fmt_value, values))}: "
-            f"weights {', '.join(f'{w:+.3g}' for w in weights)} on the per-value effects"]
+            f"weights {', '.join(f'{w:+.3g}' for w in weights)} on the per-value effects")]
     if c.expect == "gap_grows":
         k, v_from, v_to = c.along["key"], c.along["from"], c.along["to"]
         groups = [group("a", {k: v_to}), group("b", {k: v_to}), group("a", {k: v_from}), group("b", {k: v_from})]

@@ -108,14 +108,14 @@ def fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path, name: st
     positionals = _axis("model.positional", grid, runs, _POSITIONALS)
     fig, axes = _figure(len(archs), 2)
     for row, arch in zip(axes, archs):
-        for ax, name in zip(row, ("loss", "acc")):
+        for ax, metric in zip(row, ("loss", "acc")):
             drew = False
             for i, pos in enumerate(positionals):
                 px, py, pe = [], [], []
                 for mult in mults:
                     where = {"model.arch": arch, "model.positional": pos}
-                    est = cell_estimate(runs, where, _len_metric(mult, name))
-                    if notes.see(est, f"{fmt_point(where)} [{_len_metric(mult, name)}]"):
+                    est = cell_estimate(runs, where, _len_metric(mult, metric))
+                    if notes.see(est, f"{fmt_point(where)} [{_len_metric(mult, metric)}]"):
                         px.append(mult * 2 ** ((i - (len(positionals) - 1) / 2) * 0.03))
                         py.append(est.mean)
                         pe.append(_yerr(est))
@@ -127,7 +127,7 @@ def fig_q2_length(runs: Sequence[RunRecord], grid: Grid, out_dir: Path, name: st
             ax.set_xticklabels([f"{m}T" if m > 1 else "T" for m in mults])
             ax.set_title(f"arch={arch}", fontsize=9)
             ax.set_xlabel("evaluation length")
-            ax.set_ylabel(f"val {name}")
+            ax.set_ylabel(f"val {metric}")
             ax.grid(alpha=0.3)
             if drew:
                 ax.legend(fontsize=7, title="positional", title_fontsize=7)

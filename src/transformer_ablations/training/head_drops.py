@@ -41,11 +41,11 @@ class HeadDrops(L.Callback):
         backbone = pl_module.net.backbone
         base = token_accuracy(pl_module, loader, trainer.strategy)
         drops: dict[str, list[float]] = {"self": [], "cross": []}
-        for kind in drops:
+        for kind, kind_drops in drops.items():
             for head in head_names(backbone, kind):
                 with zero_heads(backbone, [head]):
                     drop = base - token_accuracy(pl_module, loader, trainer.strategy)
-                drops[kind].append(drop)
+                kind_drops.append(drop)
                 pl_module.log(f"val/head_drop/{head.replace(':', '_h')}", drop)
         mean = {k: sum(v) / len(v) for k, v in drops.items()}
         pl_module.log("val/head_drop_self", mean["self"])
