@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from transformer_ablations.config import DataConfig, ModelConfig, RunConfig, Task
+from transformer_ablations.data import synthetic
 from transformer_ablations.tasks import CLASSIFICATION, SEQ2SEQ, build_datamodule, prepare, tasks_of
 
 CLASSIFICATION_TASKS, SEQ2SEQ_TASKS = tasks_of(CLASSIFICATION), tasks_of(SEQ2SEQ)
@@ -69,7 +70,8 @@ def test_every_task_gives_batches_with_the_contract_keys(tmp_path, task, objecti
                 assert batch[k].shape[0] == B and batch[k].shape[1] <= limit
                 assert int(batch[k].max()) < V and int(batch[k].min()) >= 0
         if kind == "classification":
-            assert dm.num_classes == {"order": 2, "retrieval": 16, "single": 2, "pair": 2, "pair_tag": 2}[task]
+            assert dm.num_classes == {"order": 2, "retrieval": 16, "single": 2, "pair": 2, "pair_tag": 2,
+                                      "lookup": synthetic.LOOKUP_SYMBOLS}[task]
             rows = (B, batch["input_ids"].shape[1]) if task == "pair_tag" else (B,)  # token tagging: a tag per token
             assert batch["labels"].shape == rows and int(batch["labels"].max()) < dm.num_classes
         else:

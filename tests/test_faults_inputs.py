@@ -17,8 +17,11 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import pytest
+
+from transformer_ablations.config import Scale
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -251,7 +254,7 @@ SWEEP_CASES = [
      "sweeps/unknown_key.yaml: unknown parameter model.head_size"),
     ("sweep-missing-file", ["sweep", "sweeps/nothing.yaml", "--scale", "smoke"], 2, "sweeps/nothing.yaml: sweep file not found"),
     ("sweep-unknown-scale", ["sweep", str(ROOT / "sweeps" / "q1_scaling.yaml"), "--scale", "huge"], 2,
-     "--scale=huge is not valid; valid values: smoke, quick, full"),
+     f"--scale=huge is not valid; valid values: {', '.join(get_args(Scale))}"),
     ("gpus-that-do-not-exist", ["sweep", str(ROOT / "sweeps" / "q1_scaling.yaml"), "--gpus", "0,1", "--scale", "smoke"], 2,
      "GPUS=0,1 names CUDA device(s) 0,1 that do not exist: this machine has 0 CUDA device(s)"),
     ("gpus-all-without-cuda", ["sweep", str(ROOT / "sweeps" / "q1_scaling.yaml"), "--gpus", "all", "--scale", "smoke"], 2,

@@ -82,7 +82,7 @@ def _parse_small(parser: ArgumentParser, argv: list[str]) -> Namespace:
 
 def _cmd_report(argv: list[str]) -> int:
     parser = _small_parser("ablate report", "Verdicts, figures and reports/<suite>/report.{md,html} from run records.")
-    parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, full or a sweep suite name)")
+    parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, real, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<suite>/")
     parser.add_argument("--claims", default=None, help="default: experiments/claims_<suite>.yaml if it exists (real), "

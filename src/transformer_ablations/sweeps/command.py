@@ -1,6 +1,6 @@
 """Command-line entry points of the sweep machinery (wired into ``ablate`` by ``cli.py``).
 
-    ablate sweep SWEEP... [--scale smoke|quick|full] [--workers N] [--gpus 0,1|all] [--gpus-per-run K]
+    ablate sweep SWEEP... [--scale smoke|quick|real|full] [--workers N] [--gpus 0,1|all] [--gpus-per-run K]
                           [--runs-dir runs] [--suite NAME] [--max-runs K] [--online|--offline]
                           [--set KEY=VALUE]... [--retry-failed] [--check] [--slurm TASKS] [--quiet]
     ablate agents SWEEP_ID [--gpus 0,1] [--count K] [--gpus-per-run K]
@@ -21,10 +21,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from ..config import ConfigError, toggle_values
+from ..config import ConfigError, Scale, toggle_values
 
 SCALES = toggle_values()["scale"]
 
@@ -48,7 +49,7 @@ def _parse(parser: ArgumentParser, argv: Sequence[str]):
 def _sweep_parser() -> ArgumentParser:
     p = _parser("ablate sweep", "Run sweep files: wandb sweep + agents when logged in, else the local executor.")
     p.add_argument("sweeps", nargs="+", type=str, help="sweep files or names: q1, q5, q5_finetune, all")
-    p.add_argument("--scale", type=str, default=None, help="smoke | quick | full (default: the file's value)")
+    p.add_argument("--scale", type=str, default=None, help=f"{' | '.join(get_args(Scale))} (default: the file's value)")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: one per GPU, else 1)")
     p.add_argument("--gpus", type=str, default="", help="CUDA devices, e.g. 0,1,2,3 or all")
     p.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run (DDP: add --set train.devices=K)")
