@@ -29,6 +29,7 @@ FIT = ["fit", "--config", str(EXP / "q5_pretrain.yaml"), "--scale=smoke", "--tra
        "--train.out_dir=runs", "--data.cache_dir=cache"]
 Q1 = ["fit", "--config", str(EXP / "q1_scaling.yaml"), "--scale=smoke", "--train.wandb=disabled",
       "--train.out_dir=runs", "--data.cache_dir=cache"]
+MLM = [*Q1, "--data.task=corpus", "--objective=mlm"]  # a masked-LM run (Q1 itself runs the lookup task)
 CLASSIFY = ["fit", "--config", str(EXP / "q5_finetune.yaml"), "--scale=smoke", "--train.wandb=disabled",
             "--train.out_dir=runs", "--data.cache_dir=cache", "--data.task=single", "--objective=none"]
 FINETUNE = ["finetune", "--config", str(EXP / "q5_finetune.yaml"), "--scale=smoke", "--train.wandb=disabled",
@@ -184,7 +185,7 @@ CONFIG_CASES = [
     ("zero-head-dim", [*Q1, "--model.head_dim=0"], 2, "model.head_dim=0 must be a positive integer"),
     ("d_model-not-divisible-by-heads", [*Q1, "--model.d_model=30", "--model.n_heads=4"], 2,
      "model.d_model=30 is not divisible by model.n_heads=4; set model.head_dim explicitly or pick a divisor"),
-    ("causal-on-encoder", [*Q1, "--objective=causal"], 2, "objective=causal needs model.arch=decoder, got model.arch=encoder"),
+    ("causal-on-encoder", [*MLM, "--objective=causal"], 2, "objective=causal needs model.arch=decoder, got model.arch=encoder"),
     ("pooled-cross-attention-on-decoder", [*Q1, "--model.arch=decoder", "--model.cross_attention=pooled"], 2,
      "model.cross_attention=pooled needs model.arch=encoder_decoder (got model.arch=decoder)"),
     ("missing-config-file", ["fit", "--config", "nowhere.yaml"], 2, "--config nowhere.yaml: file not found"),
@@ -293,7 +294,7 @@ TRAINER_CASES = [  # class 3: strings checked against what Lightning accepts on 
     ("strategy-unknown", [*Q1, "--train.strategy=foo"], 2, "train.strategy=foo: You selected an invalid strategy name"),
 ]
 NUMBER_CASES = [  # class 3: finite and in range; the monitor key is one the task logs
-    ("monitor-not-logged", [*Q1, "--train.monitor=val/bleu"], 2,
+    ("monitor-not-logged", [*MLM, "--train.monitor=val/bleu"], 2,
      "train.monitor=val/bleu is not logged by data.task=corpus (objective=mlm); valid: val/loss, val/acc, val/ppl"),
     ("monitor-of-another-task", [*Q1, "--train.monitor=val/exact_match"], 2, "train.monitor=val/exact_match is not logged"),
     ("nan-from-yaml", [*Q1, "--config", "nan_lr.yaml"], 2, "train.lr=nan must be a finite number"),
