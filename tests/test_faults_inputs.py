@@ -29,6 +29,14 @@ FIT = ["fit", "--config", str(EXP / "q5_pretrain.yaml"), "--scale=smoke", "--tra
        "--train.out_dir=runs", "--data.cache_dir=cache"]
 Q1 = ["fit", "--config", str(EXP / "q1_scaling.yaml"), "--scale=smoke", "--train.wandb=disabled",
       "--train.out_dir=runs", "--data.cache_dir=cache"]
+
+
+def _edit(text: str, old: str, new: str) -> str:
+    """``text`` with ``old`` replaced; fails when ``old`` is absent (a silent no-op would test a valid file)."""
+    assert old in text, f"{old!r} is not in the file this case edits"
+    return text.replace(old, new)
+
+
 MLM = [*Q1, "--data.task=corpus", "--objective=mlm"]  # a masked-LM run (Q1 itself runs the lookup task)
 CLASSIFY = ["fit", "--config", str(EXP / "q5_finetune.yaml"), "--scale=smoke", "--train.wandb=disabled",
             "--train.out_dir=runs", "--data.cache_dir=cache", "--data.task=single", "--objective=none"]
@@ -153,14 +161,13 @@ def _round_two_files(base: Path, q1: str) -> None:
     for name, text in files.items():
         (base / name).write_text(text)
     sweeps = base / "sweeps"
-    no_metric = q1.replace("metric:\n  name: val/acc\n  goal: maximize\n", "")
-    assert no_metric != q1
-    (sweeps / "bayes_no_metric.yaml").write_text(no_metric.replace("method: grid", "method: bayes"))
+    no_metric = _edit(q1, "metric:\n  name: val/acc\n  goal: maximize\n", "")
+    (sweeps / "bayes_no_metric.yaml").write_text(_edit(no_metric, "method: grid", "method: bayes"))
     (sweeps / "grid_range.yaml").write_text(q1 + "  train.lr:\n    min: 0.0001\n    max: 0.01\n")
-    (sweeps / "empty_values.yaml").write_text(q1.replace("values: [16, 256]", "values: []"))
-    (sweeps / "duplicate_key.yaml").write_text(q1.replace("method: grid\n", "method: grid\nmethod: random\n"))
+    (sweeps / "empty_values.yaml").write_text(_edit(q1, "values: [16, 64, 256]", "values: []"))
+    (sweeps / "duplicate_key.yaml").write_text(_edit(q1, "method: grid\n", "method: grid\nmethod: random\n"))
     (sweeps / "bayes_unlogged_metric.yaml").write_text(
-        q1.replace("method: grid", "method: bayes").replace("name: val/acc", "name: val/bleu"))
+        _edit(_edit(q1, "method: grid", "method: bayes"), "name: val/acc", "name: val/bleu"))
     (base / "export_here").mkdir()
     (base / "export_here" / "notes.txt").write_text("my notes, not to be overwritten\n")
 
@@ -200,7 +207,7 @@ DATA_CASES = [
     ("corpus-one-sentence", [*FIT, "--data.source=file:data/one_sentence.txt"], 2,
      "corpus too short: a single sentence cannot make train and val"),
     ("corpus-too-short-for-n_train", [*FIT, "--data.source=file:data/tiny.txt"], 2,
-     "corpus too short: makes 2 train examples of 64 tokens, data.n_train=64 requested"),
+     "corpus too short: makes 2 train examples of 32 tokens, data.n_train=64 requested"),
     ("tsv-without-label-column", [*CLASSIFY, "--data.source=file:data/no_label.tsv"], 2,
      "no_label.tsv has no 'label' column (columns: sentence, score); classification needs integer labels"),
     ("tsv-text-labels", [*CLASSIFY, "--data.source=file:data/text_labels.tsv"], 2,
