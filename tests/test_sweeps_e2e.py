@@ -20,7 +20,7 @@ def test_every_sweep_file_runs_at_smoke_scale(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
     files = sorted(str(p) for p in (ROOT / "sweeps").glob("q*.yaml"))
-    assert len(files) == 8
+    assert len(files) == 10  # + q1_lr_select, q2_lookup (issue 15), q6_sep_segments (issue 16)
     rc = command.main([*files, "--scale", "smoke", "--max-runs", "2", "--runs-dir", str(runs), "--quiet", "--offline"])
     out = capsys.readouterr()
     problems = []
