@@ -206,9 +206,9 @@ class Executor:
             else:
                 by_run[point.run_id] = point
                 runs.append(point)
-        needs = {spec[5:] for p in runs for spec in (p.cfg.finetune.pretrained, p.cfg.data.tokenizer)
+        # sweeps whose runs this one reads: checkpoints, the shared tokenizer, the lr chosen on their runs
+        needs = {spec[5:] for p in runs for spec in (p.cfg.finetune.pretrained, p.cfg.data.tokenizer, p.cfg.train.lr_from)
                  if spec and spec.startswith("auto:")}
-        needs |= {p.cfg.train.lr_from[5:] for p in runs if p.cfg.train.lr_from}  # lr chosen on that sweep's runs
         return SweepPlan(spec, scale, out_dir, points, runs, needs)
 
     def _needs_of_params(self, spec, params_list, out_dir) -> set:
