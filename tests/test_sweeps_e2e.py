@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_every_sweep_file_runs_at_smoke_scale(tmp_path, monkeypatch, capsys):
-    from transformer_ablations.sweeps import command
+    from transformer_ablations.cli import dispatch
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -21,7 +21,7 @@ def test_every_sweep_file_runs_at_smoke_scale(tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     files = sorted(str(p) for p in (ROOT / "sweeps").glob("q*.yaml"))
     assert len(files) == 10  # + q1_lr_select, q2_lookup (issue 15), q6_sep_segments (issue 16)
-    rc = command.main([*files, "--scale", "smoke", "--max-runs", "2", "--runs-dir", str(runs), "--quiet", "--offline"])
+    rc = dispatch(["sweep", *files, "--scale", "smoke", "--max-runs", "2", "--runs-dir", str(runs), "--quiet", "--offline"])
     out = capsys.readouterr()
     problems = []
     for f in files:

@@ -17,7 +17,7 @@ import pytest
 
 from transformer_ablations.config import ConfigError
 from transformer_ablations.runs import records
-from transformer_ablations.sweeps import command
+from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions, RunLock, lock_path, run_sweep
 from transformer_ablations.sweeps.testing import read_call_log, src_pythonpath, write_fake_sweep
 
@@ -142,7 +142,7 @@ def test_diverged_and_crashed_runs_are_recorded_and_the_sweep_goes_on(fake, tmp_
 
 def test_command_exit_code_reports_failures(fake, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_TRAIN_RAISE", "model.head_dim=16;seed=1;model.attention.scaling=none")
-    rc = command.main([str(fake.path), "--runs-dir", str(fake.runs), "--runner", RUNNER, "--quiet", "--offline"])
+    rc = dispatch(["sweep", str(fake.path), "--runs-dir", str(fake.runs), "--runner", RUNNER, "--quiet", "--offline"])
     assert rc == 1
     assert "1 run(s) failed" in capsys.readouterr().err
     assert len(summaries(fake.runs / "quick" / "fake")) == 8

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from transformer_ablations.config import ConfigError
-from transformer_ablations.sweeps import command
+from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.launcher import (
     agent_commands,
     choose_path,
@@ -127,7 +127,7 @@ def test_agents_without_login_refused(home, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("NETRC", raising=False)
     with pytest.raises(ConfigError, match="wandb login"):
-        command.agents_main(["team/proj/abc123"])
+        dispatch(["agents", "team/proj/abc123"])
 
 
 def test_sync_without_login_says_how_to_log_in(home, tmp_path, monkeypatch, capsys):
@@ -135,7 +135,7 @@ def test_sync_without_login_says_how_to_log_in(home, tmp_path, monkeypatch, caps
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("NETRC", raising=False)
     (tmp_path / "runs" / "quick" / "q1" / "s0-abc" / "wandb" / "offline-run-20261124_010203-abc").mkdir(parents=True)
-    rc = command.sync_main(["--runs-dir", str(tmp_path / "runs")])
+    rc = dispatch(["sync", "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert rc != 0
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from transformer_ablations.config import ConfigError
-from transformer_ablations.sweeps import command
+from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.slurm import render_slurm, runs_per_task
 
 
@@ -63,10 +63,10 @@ def test_runs_per_task():
 
 def test_slurm_command_writes_the_script(tmp_path, capsys):
     out = tmp_path / "q1.sbatch"
-    assert command.slurm_main(["team/proj/abc123", "--tasks", "6", "--count", "3", "--out", str(out)]) == 0
+    assert dispatch(["slurm", "team/proj/abc123", "--tasks", "6", "--count", "3", "--out", str(out)]) == 0
     text = out.read_text()
     assert "#SBATCH --array=0-5" in text and "--count 3" in text
     assert f"sbatch {out}" in capsys.readouterr().out
     _bash_n(tmp_path, text)
-    assert command.slurm_main(["abc123", "--tasks", "2"]) == 0
+    assert dispatch(["slurm", "abc123", "--tasks", "2"]) == 0
     assert "#SBATCH --array=0-1" in capsys.readouterr().out

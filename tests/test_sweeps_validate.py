@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from transformer_ablations.config import ConfigError
-from transformer_ablations.sweeps import command
+from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.testing import write_fake_sweep
 from transformer_ablations.sweeps.validate import (
     grid_points,
@@ -37,7 +37,7 @@ def _refused(tmp_path, path, *needles):
         assert needle in text, text
     runs = tmp_path / "runs"
     with pytest.raises(ConfigError) as err2:
-        command.main([str(path), "--runs-dir", str(runs), "--runner", RUNNER, "--offline"])
+        dispatch(["sweep", str(path), "--runs-dir", str(runs), "--runner", RUNNER, "--offline"])
     assert "\n" not in str(err2.value)
     assert not runs.exists(), "nothing may be written under runs/ for a refused sweep"
     return text
@@ -135,14 +135,14 @@ def test_cli_errors_are_one_line(tmp_path):
         ([str(path), "--gpus", "0"], "do not exist"),
     ):
         with pytest.raises(ConfigError) as err:
-            command.main(argv + ["--runs-dir", str(tmp_path / "runs")])
+            dispatch(["sweep", *argv] + ["--runs-dir", str(tmp_path / "runs")])
         assert "\n" not in str(err.value) and needle in str(err.value), (argv, str(err.value))
     assert not (tmp_path / "runs").exists()
 
 
 def test_check_only_validates(tmp_path, capsys):
     path = write_fake_sweep(tmp_path)
-    assert command.main([str(path), "--check", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert dispatch(["sweep", str(path), "--check", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "ok (grid, 8 points, 8 runs" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
 

@@ -136,10 +136,10 @@ def test_sweep_children_end_their_wandb_runs_on_every_path(tmp_path):
 def test_smoke_sweep_offline_runs_parse_complete(tmp_path, capsys):
     """A real smoke sweep through the executor: every child's offline run is complete, named by
     the sweep's toggles and seed, and agrees with its summary.json."""
-    from transformer_ablations.sweeps import command
+    from transformer_ablations.cli import dispatch
 
     runs = tmp_path / "runs"
-    rc = command.main([str(ROOT / "sweeps" / "q2_positional.yaml"), "--scale", "smoke", "--max-runs", "2",
+    rc = dispatch(["sweep", str(ROOT / "sweeps" / "q2_positional.yaml"), "--scale", "smoke", "--max-runs", "2",
                        "--runs-dir", str(runs), "--quiet", "--offline"])
     assert rc == 0, capsys.readouterr().out[-2000:]
     run_dirs = sorted(p.parent for p in (runs / "smoke" / "q2_positional").glob("*/summary.json"))

@@ -20,15 +20,16 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from . import resources
 from .config import ConfigError, run_parser, to_dict
-from .config.compose import one_line
+from .sweeps.command import SUBCOMMANDS as SWEEP_COMMANDS
 from .training.configure import parse_run_config
 
 # `ablate fit|finetune` exit codes by run status (2: usage error, before any work; 130: interrupted)
@@ -36,15 +37,14 @@ from .training.configure import parse_run_config
 EXIT_CODES = {"finished": 0, "exists": 0, "failed": 1, "diverged": 3, "in_progress": 75}
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:  # noqa: F821
+def _fail(message: str, code: int = 2) -> NoReturn:
     print(f"ablate: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
-def _cmd_fit(argv: list[str], prog: str) -> int:
-    if any(tok in ("-h", "--help") for tok in argv):
-        run_parser(prog).print_help()
-        return 0
+def _run_fit(args: Namespace, argv: list[str], prog: str = "ablate fit") -> int:
+    """``ablate fit|finetune``: the run config composes from its layers (``config.compose``), so its
+    tokens go to ``parse_run_config`` as given, not through the root parser's run-config namespace."""
     printing = [tok for tok in argv if tok.split("=")[0] == "--print_config"]
     cfg = parse_run_config([tok for tok in argv if tok not in printing], prog=prog)
     if printing:  # the composed config, exactly what `train` receives (model.vocab_size: from the tokenizer)
@@ -73,14 +73,7 @@ def _small_parser(prog: str, description: str) -> ArgumentParser:
     return ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False, description=description)
 
 
-def _parse_small(parser: ArgumentParser, argv: list[str]) -> Namespace:
-    try:
-        return parser.parse_args(argv)
-    except ArgumentError as err:
-        raise ConfigError(one_line(err)) from None
-
-
-def _cmd_report(argv: list[str]) -> int:
+def _report_parser() -> ArgumentParser:
     parser = _small_parser("ablate report", "Verdicts, figures and reports/<suite>/report.{md,html} from run records.")
     parser.add_argument("--suite", default="quick", help="runs/<suite>/ (smoke, quick, real, full or a sweep suite name)")
     parser.add_argument("--runs_dir", "--runs-dir", default="runs")
@@ -91,7 +84,10 @@ def _cmd_report(argv: list[str]) -> int:
     parser.add_argument("--wandb", action="store_true",
                         help="also log the verdicts, figures and HTML to a wandb run (offline without a login: "
                              "`ablate sync` uploads it)")
-    args = _parse_small(parser, argv)
+    return parser
+
+
+def _run_report(args: Namespace, argv: list[str]) -> int:
     from .report import build_report, log_report_to_wandb
     from .sweeps.validate import sweeps_dir
 
@@ -103,7 +99,7 @@ def _cmd_report(argv: list[str]) -> int:
     return 0
 
 
-def _cmd_views(argv: list[str]) -> int:
+def _views_parser() -> ArgumentParser:
     parser = _small_parser("ablate views", "Save a wandb report per question: parallel coordinates over the sweep's "
                            "toggles, bar charts of the primary metrics and learning curves grouped by the toggles. "
                            "Needs a wandb login (exit 2 without one); --dry-run prints the views without one.")
@@ -114,7 +110,10 @@ def _cmd_views(argv: list[str]) -> int:
     parser.add_argument("--claims", default=None, help="default: ./experiments/claims.yaml, else the packaged one")
     parser.add_argument("--sweeps", default=None, help="directory of the sweep files (default: ./sweeps, else packaged)")
     parser.add_argument("--dry_run", "--dry-run", action="store_true", help="print the views, save nothing")
-    args = _parse_small(parser, argv)
+    return parser
+
+
+def _run_views(args: Namespace, argv: list[str]) -> int:
     from .report.figures import QUESTION_SWEEPS
     from .report.wandb_views import views
 
@@ -129,12 +128,15 @@ def _cmd_views(argv: list[str]) -> int:
                  sweeps_dir=args.sweeps or sweeps_dir(), claims_path=claims, dry_run=args.dry_run)
 
 
-def _cmd_export(argv: list[str]) -> int:
+def _export_parser() -> ArgumentParser:
     parser = _small_parser("ablate export", "Export a checkpoint to model.safetensors + config.json + tokenizer.model.")
     parser.add_argument("checkpoint", help="a .ckpt file or a run directory")
     parser.add_argument("out_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty out_dir")
-    args = _parse_small(parser, argv)
+    return parser
+
+
+def _run_export(args: Namespace, argv: list[str]) -> int:
     _check_export_dir(Path(args.out_dir), args.overwrite)
     from .training.checkpoints import export
 
@@ -157,26 +159,54 @@ def _check_export_dir(out: Path, overwrite: bool) -> None:
                               "folder, or pass --overwrite to replace its files")
 
 
-def _cmd_sweeps(name: str):
-    def run(argv: list[str]) -> int:
-        from .sweeps import command
-
-        return command.COMMANDS[name](argv)
-
-    return run
+class Subcommand(NamedTuple):
+    help: str
+    parser: Callable[[], ArgumentParser]
+    run: Callable[[Namespace, list[str]], int]  # (its parsed arguments, its tokens as given) -> exit code
 
 
-COMMANDS = {
-    "fit": lambda argv: _cmd_fit(argv, "ablate fit"),
-    "finetune": lambda argv: _cmd_fit(argv, "ablate finetune"),
-    "sweep": _cmd_sweeps("sweep"),
-    "agents": _cmd_sweeps("agents"),
-    "sync": _cmd_sweeps("sync"),
-    "slurm": _cmd_sweeps("slurm"),
-    "report": _cmd_report,
-    "views": _cmd_views,
-    "export": _cmd_export,
+SWEEP_HELP = {"sweep": "run sweep files (wandb sweep + agents when logged in, else the local executor)",
+              "agents": "join an existing wandb sweep, one agent per GPU", "sync": "upload offline wandb runs",
+              "slurm": "render a SLURM array of wandb agents"}
+# the run commands compose their config in layers (config.compose); the others parse in the root parser
+RUN_COMMANDS = ("fit", "finetune")
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "fit": Subcommand("train one ablation run", lambda: run_parser("ablate fit"), _run_fit),
+    "finetune": Subcommand("fine-tune a pretrained checkpoint on a downstream task",
+                           lambda: run_parser("ablate finetune"),
+                           lambda args, argv: _run_fit(args, argv, "ablate finetune")),
+    **{name: Subcommand(SWEEP_HELP[name], parser, run) for name, (parser, run) in SWEEP_COMMANDS.items()},
+    "report": Subcommand("verdicts, figures and the report of a suite", _report_parser, _run_report),
+    "views": Subcommand("saved wandb views (a report) per question", _views_parser, _run_views),
+    "export": Subcommand("export a checkpoint (safetensors + config + tokenizer)", _export_parser, _run_export),
 }
+
+
+def build_parser() -> ArgumentParser:
+    """The one ``ablate`` parser: a jsonargparse subcommand per entry of :data:`SUBCOMMANDS`."""
+    root = ArgumentParser(prog="ablate", exit_on_error=False, description=_usage())
+    commands = root.add_subcommands(dest="command", required=True)
+    for name, sub in SUBCOMMANDS.items():
+        commands.add_subcommand(name, sub.parser(), help=sub.help)
+    return root
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    """``ablate COMMAND ...`` -> the command's exit code. Raises :class:`ConfigError` (one line) on bad input."""
+    argv = list(argv)
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command not in SUBCOMMANDS:
+        raise ConfigError(f"unknown command {command!r}; valid commands: {', '.join(SUBCOMMANDS)}")
+    if any(tok in ("-h", "--help") for tok in rest):
+        SUBCOMMANDS[command].parser().print_help()
+        return 0
+    if command in RUN_COMMANDS:
+        return SUBCOMMANDS[command].run(Namespace(), rest)
+    try:
+        parsed = build_parser().parse_args(argv)
+    except ArgumentError as err:  # jsonargparse's text, on one line, after the subcommand's name
+        raise ConfigError(f"ablate {command}: {' '.join(str(err).split())[:300]}") from None
+    return SUBCOMMANDS[command].run(parsed[command], rest)
 
 
 def _usage() -> str:
@@ -190,14 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage:\n" + _usage())
         return 0
-    command, rest = argv[0], argv[1:]
     from .training.interrupts import RunInterrupted, interrupts_raise
 
-    if command not in COMMANDS:
-        _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
     try:
         with interrupts_raise():  # SIGTERM too: 143 and the resume line, never a silent exit
-            return COMMANDS[command](rest)
+            return dispatch(argv)
     except ConfigError as err:
         if debug:
             raise

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
-import re
 import typing
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -29,7 +27,8 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace, set_parsing_settings
 
 from .. import resources
-from .schema import ConfigError, RunConfig, Scale, all_keys, flatten, validate
+from .explain import explain
+from .schema import ConfigError, RunConfig, Scale, flatten, validate
 
 ALIASES = {"--pretrained": "--finetune.pretrained", "--task": "--data.task"}
 
@@ -122,45 +121,6 @@ def _apply_aliases(argv: Sequence[str]) -> list[str]:
         head, sep, tail = tok.partition("=")
         out.append(ALIASES.get(head, head) + sep + tail)
     return out
-
-
-def one_line(err: Exception) -> str:
-    """jsonargparse's multi-line messages -> 'key=value: what is wrong; valid: ...'."""
-    text = str(err)
-    m = re.search(r'key "([^"]+)":\s*Expected a typing\.Literal\[(.*?)\]\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
-    if m:
-        key, valid, got = m.group(1), m.group(2).replace("'", ""), m.group(3).strip()
-        return f"{key}={got} is not valid; valid values: {valid}"
-    m = re.search(r'key "([^"]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*?)(?:$|\n)', text, re.DOTALL)
-    if m:
-        return f"{m.group(1)}={m.group(3).strip()} is not a valid {m.group(2)}"
-    m = re.search(r'Parser key "([^"]+)":\s*Unable to load config \'(.*?)\'', text)
-    if m:  # a block (`--model=5`) given a value
-        return f"{m.group(1)}={m.group(2)}: {m.group(1)} is a block of {m.group(1)}.* keys, not a value; set its keys, e.g. --{m.group(1)}.<key>=..."
-    m = re.search(r"unrecognized arguments: (.*)", text)
-    if m:
-        opts = m.group(1).strip()
-        near = _near_keys(opts.split()[0].lstrip("-").split("=")[0])
-        return f"unknown option(s) {opts}; {near}run `ablate fit --help` for the valid keys"
-    m = re.search(r'Key "([^"]+)" is not expected', text) or re.search(r"No action for key \"([^\"]+)\"", text)
-    if m:
-        return _unknown_key(m.group(1))
-    m = re.search(r"Group '([^']+)' does not accept option '([^']+)'", text)
-    if m:  # an unknown key inside a --config file
-        return _unknown_key(f"{m.group(1)}.{m.group(2)}")
-    m = re.search(r"Option '([^']+)' is not accepted", text)
-    if m:
-        return _unknown_key(m.group(1))
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def _near_keys(key: str) -> str:
-    near = difflib.get_close_matches(key, sorted(all_keys()), n=2, cutoff=0.85)
-    return f"did you mean {', '.join(near)}? " if near else ""
-
-
-def _unknown_key(key: str) -> str:
-    return f"{key}: unknown key; {_near_keys(key)}run `ablate fit --help` for the valid keys"
 
 
 def _nested(flat_or_nested: dict) -> dict:
@@ -275,20 +235,23 @@ def compose(argv: Sequence[str], prog: str = "ablate fit") -> tuple[RunConfig, l
     layers, scales, when = _config_layers(configs)
     files = [tok for layer in layers for tok in _as_config(layer)]
     parser = run_parser(prog)
+    given = [(f"--config {token}", layer) for token, layer in zip(configs, layers)]  # what `explain` reads
     try:
         ns = parser.parse_args([*files, *rest])
         check_config_shape(scales.get(ns.scale) or {}, f"scales.{ns.scale}")
+        given.append((f"scales.{ns.scale}", scales.get(ns.scale) or {}))
         scale = _as_config(scales.get(ns.scale) or {})
         if scale:
             ns = parser.parse_args([*files, *scale, *rest])
         when_layer = _when_layer(ns, when)
         check_config_shape(when_layer, "when")
+        given.append(("when", when_layer))
         tail = _as_config(when_layer)
         if tail:
             ns = parser.parse_args([*files, *scale, *rest, *tail])
         cfg = _to_run_config(parser, ns)
     except ArgumentError as err:
-        raise ConfigError(one_line(err)) from None
+        raise ConfigError(explain(err, rest, given)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {' '.join(str(err).split())}") from None
     return validate(cfg), rest

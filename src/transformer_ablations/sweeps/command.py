@@ -1,4 +1,5 @@
-"""Command-line entry points of the sweep machinery (wired into ``ablate`` by ``cli.py``).
+"""The sweep subcommands of ``ablate``: each one's parser and what it does with the parsed arguments
+(``cli.py`` puts the parsers under its one jsonargparse parser and dispatches).
 
     ablate sweep SWEEP... [--scale smoke|quick|real|full] [--workers N] [--gpus 0,1|all] [--gpus-per-run K]
                           [--runs-dir runs] [--suite NAME] [--max-runs K] [--online|--offline]
@@ -11,8 +12,8 @@ SWEEP is a sweep file or a short name: ``q1`` (sweeps/q1_*.yaml), ``q5`` (q5_pre
 q5_finetune), ``q5_finetune``, or ``all``. Files run in dependency order: a sweep whose
 experiment fine-tunes ``auto:<sweep>`` runs after that sweep.
 
-Errors are one-line :class:`~transformer_ablations.config.ConfigError` s; ``main`` returns the
-exit code (0: every run finished or diverged; 1: some run failed).
+Errors are one-line :class:`~transformer_ablations.config.ConfigError` s; ``sweep`` returns the
+exit code (0: every run finished or diverged; 1: some run failed or was interrupted).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentParser, Namespace
 
 from ..config import ConfigError, Scale, toggle_values
 
@@ -34,19 +35,7 @@ def _parser(prog: str, description: str) -> ArgumentParser:
     return ArgumentParser(prog=prog, description=description, exit_on_error=False, default_env=False)
 
 
-def _parse(parser: ArgumentParser, argv: Sequence[str]):
-    if any(a in ("-h", "--help") for a in argv):
-        parser.print_help()
-        return None
-    try:
-        return parser.parse_args(list(argv))
-    except ArgumentError as err:
-        text = " ".join(str(err).split())
-        text = text.replace("Parser key ", "").replace("Given value type: <class 'str'> ", "")
-        raise ConfigError(f"{parser.prog}: {text[:300]}") from None
-
-
-def _sweep_parser() -> ArgumentParser:
+def sweep_parser() -> ArgumentParser:
     p = _parser("ablate sweep", "Run sweep files: wandb sweep + agents when logged in, else the local executor.")
     p.add_argument("sweeps", nargs="+", type=str, help="sweep files or names: q1, q5, q5_finetune, all")
     p.add_argument("--scale", type=str, default=None, help=f"{' | '.join(get_args(Scale))} (default: the file's value)")
@@ -74,15 +63,12 @@ def _check_scale(scale: str | None) -> str | None:
     return scale
 
 
-def main(argv: Sequence[str]) -> int:
-    """``ablate sweep ...``"""
+def run_sweep(args: Namespace, argv: Sequence[str]) -> int:
+    """``ablate sweep ...`` (``argv``: its tokens, for the resume line)."""
     from .executor import Executor, ExecutorOptions
     from .launcher import choose_path, parse_gpus
     from .validate import parse_sets, resolve_sweep_files
 
-    args = _parse(_sweep_parser(), argv)
-    if args is None:
-        return 0
     if args.online and args.offline:
         raise ConfigError("ablate sweep: --online and --offline exclude each other")
     scale = _check_scale(args.scale)
@@ -161,27 +147,25 @@ def _online(plans, options, args, gpus) -> int:
 
 
 # --- ablate agents -------------------------------------------------------------------------
-def agents_main(argv: Sequence[str]) -> int:
-    """``ablate agents SWEEP_ID --gpus 0,1``: join an existing wandb sweep from this node."""
-    from .launcher import agents, parse_gpus
-
+def agents_parser() -> ArgumentParser:
     p = _parser("ablate agents", "Start one wandb agent per GPU for an existing sweep (from any node).")
     p.add_argument("sweep_id", type=str, help="ID, project/ID or entity/project/ID")
     p.add_argument("--gpus", type=str, default="", help="CUDA devices, e.g. 0,1 or all")
     p.add_argument("--count", type=int, default=None, help="runs per agent (default: until the sweep is done)")
     p.add_argument("--gpus-per-run", type=int, default=1)
-    args = _parse(p, argv)
-    if args is None:
-        return 0
+    return p
+
+
+def run_agents(args: Namespace, argv: Sequence[str]) -> int:
+    """``ablate agents SWEEP_ID --gpus 0,1``: join an existing wandb sweep from this node."""
+    from .launcher import agents, parse_gpus
+
     gpus = parse_gpus(args.gpus) if args.gpus else []
     return agents(args.sweep_id, gpus, count=args.count, gpus_per_agent=args.gpus_per_run)
 
 
 # --- ablate sync ---------------------------------------------------------------------------
-def sync_main(argv: Sequence[str]) -> int:
-    """``ablate sync``: upload offline runs (``wandb sync``)."""
-    from .sync import sync
-
+def sync_parser() -> ArgumentParser:
     p = _parser("ablate sync", "Upload runs that logged offline (runs/**/wandb/offline-run-*).")
     p.add_argument("--runs-dir", type=str, default="runs")
     p.add_argument("--reports-dir", type=str, default="reports", help="also upload report runs from here")
@@ -189,19 +173,19 @@ def sync_main(argv: Sequence[str]) -> int:
                    help="list the offline runs (complete or cut short) and the wandb sync command; no login needed")
     p.add_argument("--include-synced", action="store_true")
     p.add_argument("--project", type=str, default=None)
-    args = _parse(p, argv)
-    if args is None:
-        return 0
+    return p
+
+
+def run_sync(args: Namespace, argv: Sequence[str]) -> int:
+    """``ablate sync``: upload offline runs (``wandb sync``)."""
+    from .sync import sync
+
     return sync(args.runs_dir, dry_run=args.dry_run, include_synced=args.include_synced, project=args.project,
                 reports_dir=args.reports_dir)
 
 
 # --- ablate slurm --------------------------------------------------------------------------
-def slurm_main(argv: Sequence[str]) -> int:
-    """``ablate slurm SWEEP_ID --tasks N``: print (or write) a SLURM array of wandb agents."""
-    from ..atomic import atomic_write_text
-    from .slurm import render_slurm
-
+def slurm_parser() -> ArgumentParser:
     p = _parser("ablate slurm", "Render sweeps/slurm_agent.sbatch: a SLURM array of wandb agents, one GPU each.")
     p.add_argument("sweep_id", type=str, help="ID, project/ID or entity/project/ID (from `wandb sweep`)")
     p.add_argument("--tasks", type=int, default=1, help="array tasks = agents")
@@ -215,9 +199,14 @@ def slurm_main(argv: Sequence[str]) -> int:
     p.add_argument("--job-name", type=str, default="ablate-sweep")
     p.add_argument("--template", type=str, default=None)
     p.add_argument("--out", type=str, default=None, help="write the script here instead of printing it")
-    args = _parse(p, argv)
-    if args is None:
-        return 0
+    return p
+
+
+def run_slurm(args: Namespace, argv: Sequence[str]) -> int:
+    """``ablate slurm SWEEP_ID --tasks N``: print (or write) a SLURM array of wandb agents."""
+    from ..atomic import atomic_write_text
+    from .slurm import render_slurm
+
     script = render_slurm(
         args.sweep_id, args.tasks, args.count, job_name=args.job_name, time=args.time, partition=args.partition,
         account=args.account, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
@@ -231,4 +220,6 @@ def slurm_main(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"sweep": main, "agents": agents_main, "sync": sync_main, "slurm": slurm_main}
+# subcommand -> (its parser, what it does); ``cli.py`` adds them to the one ``ablate`` parser
+SUBCOMMANDS = {"sweep": (sweep_parser, run_sweep), "agents": (agents_parser, run_agents),
+               "sync": (sync_parser, run_sync), "slurm": (slurm_parser, run_slurm)}
