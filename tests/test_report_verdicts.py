@@ -246,3 +246,26 @@ def test_attention_cost_is_analysed_per_length_and_identical_repeats_are_determi
         np.mean([math.log(T) for T in (64, 128, 256, 512)]))
     assert any("identical repeats" in d for d in mem_r.details)
     assert slope_r.estimate.n == 4 and slope_r.estimate.mean == pytest.approx(math.log(2), rel=0.05)
+
+
+def _arm(label: str, values: list[float]) -> "GroupSummary":
+    from transformer_ablations.report.results import GroupSummary
+    from transformer_ablations.report.stats import mean_ci
+
+    return GroupSummary(label, {}, "val/acc", dict(enumerate(values)), mean_ci(values))
+
+
+@pytest.mark.parametrize("arms, chance, expected", [
+    ([[1.0, 0.995, 1.0], [1.0, 1.0, 0.999]], None, "ceiling"),
+    ([[0.0, 0.004, 0.0], [0.002, 0.0, 0.0]], None, "floor"),  # at 0: the metric's floor, not the effect's (-1)
+    ([[0.47, 0.51, 0.438], [0.5, 0.514, 0.49]], 0.5, "chance"),  # nothing learnt: below chance is noise too
+    ([[0.47, 0.51, 0.438], [0.5, 0.514, 0.49]], None, None),  # without a chance level nothing is pinned
+    ([[0.47, 0.51, 0.48], [0.5, 0.62, 0.49]], 0.5, None),  # one seed learnt something: compare
+    ([[0.99, 1.0, 1.0], [0.5, 0.52, 0.49]], 0.5, None),
+])
+def test_arms_at_a_bound_or_at_chance_cannot_discriminate(arms, chance, expected):
+    from transformer_ablations.report.results import metric_bounds, pinned
+
+    groups = [_arm(label, values) for label, values in zip("ab", arms)]
+    assert pinned(groups, metric_bounds("val/acc"), chance) == expected
+    assert pinned(groups[:1], metric_bounds("val/acc"), chance) is None  # one arm is compared with chance itself

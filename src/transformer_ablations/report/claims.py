@@ -34,6 +34,10 @@ disjoint halves compared with each other, Welch). Controls take ``expect: a_bett
   effect at the largest L minus effect at the smallest), or, for the attention-cost source,
   along ``{key: T}`` (slope of the effect against log2 T).
 
+``chance`` (any other ``expect``, optional): the metric's chance level on the claim's task (0.5 for a
+binary accuracy). When no seed of any compared arm rises past it by more than a tenth of the way to
+the metric's top, the claim is "not resolved — cannot discriminate" (the arms learnt nothing to compare).
+
 ``best_of: {key: train.lr, by: val/acc, goal: max}`` (``key``: a key the sweep varies): each setting
 is measured at the value of ``key`` where its mean over seeds of the metric ``by`` is best (``goal``
 max or min): each arm at its own best learning rate, chosen by one metric for every claim that
@@ -252,6 +256,8 @@ def _parse_claim(path: Path, raw: Any, index: int, sweeps_dir: Path, grids: dict
         _fail(path, cid, f"expect={expect} needs 'margin' (a number >= 0, in the metric's units)")
     if expect in NEEDS_CHANCE and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
         _fail(path, cid, f"expect={expect} needs 'chance' (a number, e.g. 0.5)")
+    if chance is not None and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
+        _fail(path, cid, f"chance={chance!r} must be a number (the metric's chance level, e.g. 0.5)")
     along = raw.get("along")
     if expect == "gap_grows":
         along = _check_along(path, cid, along, raw, grid, set(a) | set(b) | set(condition))

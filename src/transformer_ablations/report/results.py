@@ -33,6 +33,9 @@ from .verdicts import (
 )
 
 CEILING_TOL = 0.01  # every seed of every arm within this of the metric's bound: the task cannot tell them apart
+# every seed of every arm no further above the task's chance level than this fraction of the way from
+# chance to the metric's top: nothing was learnt, so the arms cannot differ (a floor at chance, not at 0)
+CHANCE_TOL = 0.10
 
 _UNIT = re.compile(r"(^|/)(acc|token_acc|nsp_acc|f1|exact_match(_src\d+)?|entropy|max_prob)$")
 
@@ -114,15 +117,25 @@ class ClaimResult:
         }
 
 
-def pinned(groups: Sequence[GroupSummary], bounds: Bounds) -> str | None:
-    """"ceiling"/"floor" when every seed of every compared arm (two or more) sits at one bound."""
+def pinned(groups: Sequence[GroupSummary], bounds: Bounds, chance: float | None = None) -> str | None:
+    """Where every seed of every compared arm (two or more) sits, when that leaves nothing to compare:
+    "ceiling" / "floor" (within :data:`CEILING_TOL` of the metric's top / bottom ``bounds``), or
+    "chance" (none above ``chance`` by more than :data:`CHANCE_TOL` of the way to the top)."""
     if bounds is None or len(groups) < 2:
         return None
     values = [v for g in groups for v in g.values.values()]
+    if not values:
+        return None
     for name, edge in (("ceiling", bounds[1]), ("floor", bounds[0])):
-        if values and all(abs(v - edge) <= CEILING_TOL * (bounds[1] - bounds[0]) for v in values):
+        if all(abs(v - edge) <= CEILING_TOL * (bounds[1] - bounds[0]) for v in values):
             return name
+    if chance is not None and all(v <= chance + CHANCE_TOL * (bounds[1] - chance) for v in values):
+        return "chance"
     return None
+
+
+EDGE_TEXT = {"ceiling": "within {tol:g} of the metric's ceiling", "floor": "within {tol:g} of the metric's floor",
+             "chance": "at most {chance_tol:g} of the way from chance ({chance:g}) to the metric's top"}
 
 
 def preliminary(result: ClaimResult, margin: float | None, show: Callable[[float], str]) -> ClaimResult:
@@ -131,11 +144,14 @@ def preliminary(result: ClaimResult, margin: float | None, show: Callable[[float
     if est is None or not math.isfinite(est.mean):
         result.verdict = NOT_RUN
         return result
-    edge = pinned(result.groups, result.bounds)
+    bounds = None if c.scale == "log" else metric_bounds(c.metric)  # the arms' range (result.bounds: the effect's)
+    chance = c.chance if c.expect not in ("a_at_chance", "a_above_chance") else None  # those test chance itself
+    edge = pinned(result.groups, bounds, chance)
     if edge:
+        where = EDGE_TEXT[edge].format(tol=CEILING_TOL, chance_tol=CHANCE_TOL, chance=chance or 0.0)
         result.verdict = CANNOT_DISCRIMINATE
-        result.reason = (f"every seed of every compared arm is within {CEILING_TOL:g} of the metric's {edge}: "
-                         "the task cannot tell the arms apart (redesign it off the bound)")
+        result.reason = (f"every seed of every compared arm is {where}: the task cannot tell the arms apart "
+                         f"({'nothing was learnt; ' if edge == 'chance' else ''}redesign it off the {edge})")
         return result
     if est.deterministic:
         result.holds = holds(est, c.expect, margin)
