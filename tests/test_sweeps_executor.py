@@ -154,7 +154,7 @@ def test_interrupted_record_is_run_again(fake):
     victim = plan.runs[2]
     victim.run_dir.mkdir(parents=True)
     summary = records.new_summary(victim.cfg)
-    summary["resumed"] = 0
+    summary.resumed = 0
     records.write_summary(victim.run_dir, summary)
     run_sweep(fake.path, fake.options(), run_fn=RUNNER)
     recs = summaries(fake.runs / "quick" / "fake")
@@ -177,7 +177,7 @@ def test_runs_held_by_another_executor_are_waited_for_or_taken_over(fake):
     def other_executor():
         time.sleep(3.0)  # longer than planning the sweep takes on a loaded 2-core machine
         done = records.new_summary(a.cfg)
-        done.update(status="finished", metrics={"val/acc": 0.5})
+        done.status, done.metrics = "finished", {"val/acc": 0.5}
         records.write_summary(a.run_dir, done)
         lock_a.release()
         lock_b.release()  # "dies" with b unfinished
@@ -295,7 +295,7 @@ def test_sigkill_executor_mid_run_then_resume(tmp_path):
         assert time.monotonic() < deadline, "the run process outlived a SIGKILLed executor"
         time.sleep(0.05)
     # ... leaving its record `running` with a free lock
-    assert records.read_summary(Path(victim["run_dir"]))["status"] == "running"
+    assert records.read_summary(Path(victim["run_dir"])).status == "running"
     rc = subprocess.run(check=False, args=_executor_cmd(path, runs), env=_env(tmp_path), cwd=tmp_path, timeout=120,
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stdout + rc.stderr
@@ -333,7 +333,7 @@ def test_sigterm_stops_the_executor_and_leaves_runs_resumable(tmp_path):
     calls = read_call_log(log)
     for c in calls:
         assert _dead(c["pid"])
-        assert records.read_summary(Path(c["run_dir"]))["status"] == "running"
+        assert records.read_summary(Path(c["run_dir"])).status == "running"
         assert "fake_train: interrupted" in (Path(c["run_dir"]) / "stdout.log").read_text()
     rc = subprocess.run(check=False, args=_executor_cmd(path, runs), env=_env(tmp_path), cwd=tmp_path, timeout=120,
                         capture_output=True, text=True)
