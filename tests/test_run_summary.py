@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from transformer_ablations.cli import parse_run_config
 from transformer_ablations.runs import records
 from transformer_ablations.runs.summary import RunSummary, Status
 from transformer_ablations.sweeps.child import mark_failed
-from transformer_ablations.training.run import train
+from transformer_ablations.training.interrupts import RunInterrupted
+from transformer_ablations.training.run import _record_interrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = {f.name for f in dataclasses.fields(RunSummary) if f.metadata.get("optional")}
@@ -61,7 +63,7 @@ def resumed(tmp_path_factory):
 
 
 def test_a_resumed_training_record_round_trips_and_names_every_key(resumed):
-    cfg, crashed, failed, result = resumed
+    _, crashed, failed, result = resumed
     assert crashed["status"] == "failed" and "simulated kill" in failed["error"]
     path = Path(result["run_dir"]) / "summary.json"
     summary = _round_trips(path)
@@ -111,6 +113,18 @@ def test_a_failed_sweep_child_record_round_trips(tmp_path):
     assert summary.error == "train exited with code 3" and summary.finished_at is not None
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_record_round_trips(tmp_path, signum):
+    cfg = _cfg(tmp_path / "runs")
+    run_dir = records.run_dir_for(cfg)
+    run_dir.mkdir(parents=True)
+    records.write_summary(run_dir, dataclasses.replace(records.new_summary(cfg), step=4))
+    returned = _record_interrupted(RunInterrupted(signum), run_dir, None)
+    summary = _round_trips(run_dir / "summary.json")
+    assert summary.status == returned.status == Status.INTERRUPTED and summary.signal == signal.Signals(signum).name
+    assert summary.interrupted_at_step == 4 and summary.run_dir == str(run_dir)
+
+
 def test_an_unknown_key_of_an_older_file_survives_a_read_and_a_write(tmp_path):
     cfg = _cfg(tmp_path / "runs")
     older = json.loads(json.dumps({**records.new_summary(cfg).to_dict(), "step": 4, "legacy_note": {"kept": [1, 2]}}))
@@ -129,6 +143,8 @@ def test_an_unset_optional_field_is_not_written(tmp_path):
     assert not set(written) & OPTIONAL
     core = {f.name for f in dataclasses.fields(RunSummary)} - OPTIONAL - {"extra"}
     assert set(written) == core
+    with pytest.raises(AttributeError):  # a writer sets a named field, never a stray key
+        records.new_summary(cfg).stpe = 4
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", '{"status": "running"}', '{"status": "fini', ""])

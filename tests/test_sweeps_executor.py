@@ -17,6 +17,7 @@ import pytest
 
 from transformer_ablations.config import ConfigError
 from transformer_ablations.runs import records
+from transformer_ablations.runs.summary import RunSummary
 from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions, RunLock, lock_path, run_sweep
 from transformer_ablations.sweeps.testing import read_call_log, src_pythonpath, write_fake_sweep
@@ -138,6 +139,10 @@ def test_diverged_and_crashed_runs_are_recorded_and_the_sweep_goes_on(fake, tmp_
     assert len(fake.calls()) == n + 3
     assert again.outcomes[by_pos["sinusoidal"]["run_id"]].status == "finished"
     assert again.outcomes[by_pos["none"]["run_id"]].status == "diverged"
+    after = summaries(fake.runs / "quick" / "bad")
+    assert "exited with code 3" in after[by_pos["sinusoidal"]["run_id"]]["previous_error"]
+    for record in after.values():  # every key the executor, its children and the runner wrote is a named field
+        assert RunSummary.from_dict(record).extra == {} and RunSummary.from_dict(record).to_dict() == record
 
 
 def test_command_exit_code_reports_failures(fake, monkeypatch, capsys):

@@ -43,7 +43,7 @@ class CorruptRecord(ValueError):
     """A summary.json (or benchmark JSON) that is not a run record; the message says why."""
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a writer sets a named field or fails, never a stray attribute
 class RunSummary:
     run_id: str
     experiment: str | None
