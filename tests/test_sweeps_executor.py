@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from transformer_ablations.cli import dispatch
 from transformer_ablations.config import ConfigError
 from transformer_ablations.runs import records
 from transformer_ablations.runs.summary import RunSummary
-from transformer_ablations.cli import dispatch
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions, RunLock, lock_path, run_sweep
 from transformer_ablations.sweeps.testing import read_call_log, src_pythonpath, write_fake_sweep
 
