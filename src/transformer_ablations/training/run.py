@@ -177,7 +177,7 @@ def _backbone_state(pretrained: dict) -> dict:
 def _exists(previous: RunSummary, run_dir: Path) -> dict:
     if _is_rank_zero():
         print(f"run exists ({previous.status}): {run_dir} — left untouched; change a setting or the seed for a new run")
-    return {**previous.to_dict(), "status": "exists", "final_status": previous.status, "run_dir": str(run_dir)}
+    return {**previous.to_dict(), "status": "exists", "final_status": str(previous.status), "run_dir": str(run_dir)}
 
 
 def train(cfg: RunConfig) -> dict:
