@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import torch
 from transformer_ablations.atomic import atomic_write_bytes
 from transformer_ablations.cli import parse_run_config
 from transformer_ablations.runs import records
+from transformer_ablations.runs.summary import RunSummary
 from transformer_ablations.training.checkpoints import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ def _raise(*args, **kwargs):
 @pytest.mark.parametrize("where", ["replace", "fsync", "write"])
 def test_failed_summary_write_leaves_the_previous_record(tmp_path, monkeypatch, where):
     run_dir = tmp_path / "run"
-    records.write_summary(run_dir, {"status": "running", "step": 8, "metrics": {"val/loss": 1.5}})
+    records.write_summary(run_dir, RunSummary("run", None, "running", {}, step=8, metrics={"val/loss": 1.5}))
     before = (run_dir / "summary.json").read_bytes()
     if where == "replace":
         monkeypatch.setattr(os, "replace", _raise)
@@ -120,7 +122,7 @@ def test_failed_summary_write_leaves_the_previous_record(tmp_path, monkeypatch, 
 
         monkeypatch.setattr(os, "fdopen", half_writing_fdopen)
     with pytest.raises(Boom):
-        records.write_summary(run_dir, {"status": "finished", "step": 16, "metrics": {"val/loss": 1.2}})
+        records.write_summary(run_dir, RunSummary("run", None, "finished", {}, step=16, metrics={"val/loss": 1.2}))
     monkeypatch.undo()
     assert (run_dir / "summary.json").read_bytes() == before
     assert sorted(p.name for p in run_dir.iterdir()) == ["summary.json"]  # no temp file left
@@ -390,9 +392,10 @@ def test_fit_of_a_run_in_progress_says_so_and_touches_nothing(tmp_path):
 
     cache, out = tmp_path / "cache", tmp_path / "runs"
     args = fit_args(out, cache, experiment="q1_scaling")
-    run_dir = records.run_dir_for(parse_run_config(args[1:]))
+    cfg = parse_run_config(args[1:])
+    run_dir = records.run_dir_for(cfg)
     run_dir.mkdir(parents=True)
-    records.write_summary(run_dir, {"status": "running", "step": 4, "metrics": {}})
+    records.write_summary(run_dir, dataclasses.replace(records.new_summary(cfg), step=4))
     lock = RunLock(lock_path(run_dir))
     assert lock.try_acquire()  # another process (here: this one) is training it
     try:

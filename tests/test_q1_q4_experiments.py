@@ -260,7 +260,7 @@ def test_select_lr_takes_the_best_mean_on_val_select_of_the_same_setting(tmp_pat
     # seed 1 at lr 1e-3 is a selection run: its record is copied, not retrained
     run_dir = tmp_path / "q1_scaling" / "s1-abc"
     adopted = adopt_selection_run(_final_cfg(tmp_path, seed=1), run_dir, chosen)
-    assert adopted["config"]["train.lr"] == 1e-3 and adopted["metrics"]["val/acc"] == pytest.approx(0.3)
+    assert adopted.config["train.lr"] == 1e-3 and adopted.metrics["val/acc"] == pytest.approx(0.3)
     assert json.loads((run_dir / "summary.json").read_text())["lr_selection"]["lr"] == 1e-3
     assert (run_dir / "metrics.csv").is_file()
     assert adopt_selection_run(_final_cfg(tmp_path, seed=4), tmp_path / "x", chosen) is None  # no such seed

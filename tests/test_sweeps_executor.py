@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from transformer_ablations.cli import dispatch
 from transformer_ablations.config import ConfigError
 from transformer_ablations.runs import records
-from transformer_ablations.cli import dispatch
+from transformer_ablations.runs.summary import RunSummary
 from transformer_ablations.sweeps.executor import Executor, ExecutorOptions, RunLock, lock_path, run_sweep
 from transformer_ablations.sweeps.testing import read_call_log, src_pythonpath, write_fake_sweep
 
@@ -138,6 +139,10 @@ def test_diverged_and_crashed_runs_are_recorded_and_the_sweep_goes_on(fake, tmp_
     assert len(fake.calls()) == n + 3
     assert again.outcomes[by_pos["sinusoidal"]["run_id"]].status == "finished"
     assert again.outcomes[by_pos["none"]["run_id"]].status == "diverged"
+    after = summaries(fake.runs / "quick" / "bad")
+    assert "exited with code 3" in after[by_pos["sinusoidal"]["run_id"]]["previous_error"]
+    for record in after.values():  # every key the executor, its children and the runner wrote is a named field
+        assert RunSummary.from_dict(record).extra == {} and RunSummary.from_dict(record).to_dict() == record
 
 
 def test_command_exit_code_reports_failures(fake, monkeypatch, capsys):
@@ -154,7 +159,7 @@ def test_interrupted_record_is_run_again(fake):
     victim = plan.runs[2]
     victim.run_dir.mkdir(parents=True)
     summary = records.new_summary(victim.cfg)
-    summary["resumed"] = 0
+    summary.resumed = 0
     records.write_summary(victim.run_dir, summary)
     run_sweep(fake.path, fake.options(), run_fn=RUNNER)
     recs = summaries(fake.runs / "quick" / "fake")
@@ -177,7 +182,7 @@ def test_runs_held_by_another_executor_are_waited_for_or_taken_over(fake):
     def other_executor():
         time.sleep(3.0)  # longer than planning the sweep takes on a loaded 2-core machine
         done = records.new_summary(a.cfg)
-        done.update(status="finished", metrics={"val/acc": 0.5})
+        done.status, done.metrics = "finished", {"val/acc": 0.5}
         records.write_summary(a.run_dir, done)
         lock_a.release()
         lock_b.release()  # "dies" with b unfinished
@@ -295,7 +300,7 @@ def test_sigkill_executor_mid_run_then_resume(tmp_path):
         assert time.monotonic() < deadline, "the run process outlived a SIGKILLed executor"
         time.sleep(0.05)
     # ... leaving its record `running` with a free lock
-    assert records.read_summary(Path(victim["run_dir"]))["status"] == "running"
+    assert records.read_summary(Path(victim["run_dir"])).status == "running"
     rc = subprocess.run(check=False, args=_executor_cmd(path, runs), env=_env(tmp_path), cwd=tmp_path, timeout=120,
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stdout + rc.stderr
@@ -333,7 +338,7 @@ def test_sigterm_stops_the_executor_and_leaves_runs_resumable(tmp_path):
     calls = read_call_log(log)
     for c in calls:
         assert _dead(c["pid"])
-        assert records.read_summary(Path(c["run_dir"]))["status"] == "running"
+        assert records.read_summary(Path(c["run_dir"])).status == "running"
         assert "fake_train: interrupted" in (Path(c["run_dir"]) / "stdout.log").read_text()
     rc = subprocess.run(check=False, args=_executor_cmd(path, runs), env=_env(tmp_path), cwd=tmp_path, timeout=120,
                         capture_output=True, text=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -21,7 +22,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, RunConfig, config_hash, flatten, to_dict
-from .summary import RunSummary, Status
+from .summary import CorruptRecord, RunSummary, Status
 
 
 def run_id_for(cfg: RunConfig) -> str:
@@ -44,27 +45,26 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_summary(run_dir: Path) -> dict | None:
-    """The raw record of a run folder, the dict its writers update (None: none, or not an object);
-    ``RunSummary.load`` gives the typed record."""
-    path = Path(run_dir) / "summary.json"
+def read_summary(run_dir: Path) -> RunSummary | None:
+    """The record of a run folder (None: no record, a torn one, which atomic writes never leave,
+    or a file that is not a run record)."""
     try:
-        summary = json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None  # no record (or a torn one, which atomic writes never leave)
-    return summary if isinstance(summary, dict) else None
+        return RunSummary.load(Path(run_dir) / "summary.json")
+    except CorruptRecord:
+        return None
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(_jsonable(summary), indent=2, sort_keys=True))
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
+    text = json.dumps(_jsonable(summary.to_dict()), indent=2, sort_keys=True)
+    atomic_write_text(Path(run_dir) / "summary.json", text)
 
 
-def new_summary(cfg: RunConfig) -> dict:
-    """The record of a run that starts (a :class:`RunSummary`, as the dict writers update)."""
+def new_summary(cfg: RunConfig) -> RunSummary:
+    """The record of a run that starts (``running``)."""
     return RunSummary(
         run_id=run_id_for(cfg), experiment=cfg.experiment, status=Status.RUNNING, config=flatten(to_dict(cfg)),
         config_hash=config_hash(cfg), started_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-    ).to_dict()
+    )
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -75,7 +75,7 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
 UNREADABLE_SUFFIX = ".unreadable"  # a torn summary.json is kept next to the rebuilt one
 
 
-def _record_problem(path: Path) -> tuple[dict | None, str | None]:
+def _record_problem(path: Path) -> tuple[RunSummary | None, str | None]:
     """(the record, None) | (None, what is wrong with it) | (None, None) when there is none."""
     try:
         data = json.loads(path.read_bytes())
@@ -89,10 +89,13 @@ def _record_problem(path: Path) -> tuple[dict | None, str | None]:
         return None, f"cannot be read ({err.strerror or type(err).__name__})"
     if not isinstance(data, dict):
         return None, f"holds a JSON {type(data).__name__}, not an object"
-    return data, None
+    try:
+        return RunSummary.from_dict(data, default_run_id=path.parent.name), None
+    except CorruptRecord as err:
+        return None, f"is not a run record ({err})"
 
 
-def existing_record(run_dir: Path, cfg: RunConfig) -> dict | None:
+def existing_record(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     """The run's record, or None for a run that has not finished. A record that is missing or
     unreadable while the run folder shows a finished run (``checkpoints/last.ckpt`` or
     ``metrics.csv`` at ``train.max_steps``) is rebuilt from them, never rewritten from nothing;
@@ -107,7 +110,7 @@ def existing_record(run_dir: Path, cfg: RunConfig) -> dict | None:
             _keep_aside(path)
         write_summary(run_dir, rebuilt)
         what = f"{problem} (kept as summary.json{UNREADABLE_SUFFIX})" if problem else "was missing"
-        print(f"record rebuilt: {path} {what}; rebuilt from {' and '.join(rebuilt['rebuilt_from'])}", file=sys.stderr)
+        print(f"record rebuilt: {path} {what}; rebuilt from {' and '.join(rebuilt.rebuilt_from or [])}", file=sys.stderr)
         return rebuilt
     if problem is None:
         return None  # a new run, or an unfinished one that resumes from its last checkpoint
@@ -159,7 +162,7 @@ def _as_float(value: str | None) -> float | None:
         return None
 
 
-def rebuild_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
+def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     """A finished run's record from its folder: final metrics (the last value of each column of
     ``metrics.csv``), the best monitored value (the checkpoint callback's state in ``last.ckpt``,
     else the best of the column) and the step. None when the folder does not show a finished run."""
@@ -186,12 +189,10 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
     column = [v for v in (_as_float(r.get(monitor)) for r in rows) if v is not None and math.isfinite(v)]
     if best is None and column:
         best = max(column) if mode == "max" else min(column)
-    summary = new_summary(cfg)
-    summary.update(
-        status=Status.FINISHED, run_dir=str(run_dir), step=max_steps, metrics=metrics,
+    return dataclasses.replace(
+        new_summary(cfg), status=Status.FINISHED, run_dir=str(run_dir), step=max_steps, metrics=metrics,
         best={monitor: best} if best is not None else {},
         tokens_per_s=metrics.get("train/tokens_per_s"), wall_time_s=None, started_at=None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         rebuilt_from=[name for name, used in (("metrics.csv", bool(rows)), ("checkpoints/last.ckpt", ckpt_done)) if used],
     )
-    return summary

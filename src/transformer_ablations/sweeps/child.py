@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import ConfigError, RunConfig
 from ..runs import records
-from ..runs.summary import TERMINAL
+from ..runs.summary import TERMINAL, RunSummary, Status
 from ..training.interrupts import RunInterrupted, exit_code_of
 from ..training.wandb_run import finish_wandb
 
@@ -61,15 +61,16 @@ def _redirect_output(log_path: Path) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def mark_failed(cfg: RunConfig, run_dir: Path, error: str, exit_code: int | None = None) -> dict:
+def mark_failed(cfg: RunConfig, run_dir: Path, error: str, exit_code: int | None = None) -> RunSummary:
     """Write ``status: failed`` unless the run already wrote a final summary."""
     summary = records.read_summary(run_dir)
-    if summary is not None and summary.get("status") in TERMINAL:
+    if summary is not None and summary.status in TERMINAL:
         return summary
     summary = summary or records.new_summary(cfg)
-    summary.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    summary.status, summary.error = Status.FAILED, error
+    summary.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
     if exit_code is not None:
-        summary["exit_code"] = exit_code
+        summary.exit_code = exit_code
     records.write_summary(run_dir, summary)
     return summary
 
@@ -135,11 +136,11 @@ def child_main(run_fn, cfg, run_dir, env, threads, close_fds, argv, parent_pid):
 INTERRUPT_EXITS = {130, 143, -int(signal.SIGINT), -int(signal.SIGTERM)}
 
 
-def was_interrupted(summary: dict | None, exitcode: int | None) -> bool:
+def was_interrupted(summary: RunSummary | None, exitcode: int | None) -> bool:
     """A child that stopped for SIGINT / SIGTERM (its record says so, or its exit code does)."""
-    if summary is not None and summary.get("status") in TERMINAL:
+    if summary is not None and summary.status in TERMINAL:
         return False
-    return (summary or {}).get("status") == "interrupted" or exitcode in INTERRUPT_EXITS
+    return (summary is not None and summary.status == Status.INTERRUPTED) or exitcode in INTERRUPT_EXITS
 
 
 def describe_exit(exitcode: int | None) -> str:

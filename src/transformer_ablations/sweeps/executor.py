@@ -30,6 +30,7 @@ with its run id and status, written atomically.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import sys
@@ -44,7 +45,7 @@ from typing import Any
 from ..config import ConfigError, RunConfig
 from ..runs import records
 from ..runs.lock import HELD_LOCK_ENV, RunLock, lock_path
-from ..runs.summary import TERMINAL
+from ..runs.summary import TERMINAL, RunSummary, Status
 from ..training.interrupts import RunInterrupted
 from ..training.wandb_run import RUN_NAME_ENV
 from .child import (
@@ -248,7 +249,7 @@ class Executor:
     def _has_finished_runs(sweep_dir: Path) -> bool:
         for path in sweep_dir.glob("*/summary.json"):
             summary = records.read_summary(path.parent)
-            if summary and summary.get("status") == "finished":
+            if summary and summary.status == Status.FINISHED:
                 return True
         return False
 
@@ -267,10 +268,10 @@ class Executor:
         if self._run_fn is None:
             self._run_fn = resolve_run_fn(self._run_fn_spec)
 
-    def _is_done(self, summary: dict | None, run_dir: Path) -> bool:
-        if not summary or summary.get("status") not in TERMINAL:
+    def _is_done(self, summary: RunSummary | None, run_dir: Path) -> bool:
+        if not summary or summary.status not in TERMINAL:
             return False
-        if summary["status"] == "failed" and self.options.retry_failed:
+        if summary.status == Status.FAILED and self.options.retry_failed:
             try:  # a failure recorded in this session is final; older ones are retried
                 return (run_dir / "summary.json").stat().st_mtime >= self._session_start
             except OSError:
@@ -310,9 +311,10 @@ class Executor:
     def _start(self, ctx, subcommand: str, point: Point, lock: RunLock, slot: int, held_fds: list[int]) -> _Active:
         point.run_dir.mkdir(parents=True, exist_ok=True)
         summary = records.read_summary(point.run_dir)
-        if summary and summary.get("status") == "failed":  # --retry-failed: train() resumes a `running` record
-            summary.update(status="running", previous_error=summary.get("error"), error=None, finished_at=None)
-            records.write_summary(point.run_dir, summary)
+        if summary and summary.status == Status.FAILED:  # --retry-failed: train() resumes a `running` record
+            retried = dataclasses.replace(summary, status=Status.RUNNING, previous_error=summary.error, error=None,
+                                          finished_at=None)
+            records.write_summary(point.run_dir, retried)
         env = self._child_env(slot)
         env[HELD_LOCK_ENV] = str(lock.path.resolve())
         env[RUN_NAME_ENV] = point.label  # the wandb run name
@@ -333,17 +335,18 @@ class Executor:
         wall = time.monotonic() - active.started
         summary = records.read_summary(point.run_dir)
         if was_interrupted(summary, proc.exitcode):  # resumable: not failed, not done
-            summary = {**(summary or {}), "status": "interrupted",
-                       "error": f"interrupted ({describe_exit(proc.exitcode)}); the same `ablate sweep` resumes it"}
-        elif summary is None or summary.get("status") not in TERMINAL:
+            summary = dataclasses.replace(  # not written: the record stays resumable
+                summary or records.new_summary(point.cfg), status=Status.INTERRUPTED,
+                error=f"interrupted ({describe_exit(proc.exitcode)}); the same `ablate sweep` resumes it")
+        elif summary is None or summary.status not in TERMINAL:
             summary = mark_failed(
                 point.cfg, point.run_dir,
                 f"run process {describe_exit(proc.exitcode)} without writing a final summary", proc.exitcode,
             )
         active.lock.release()
-        status = summary.get("status", "failed")
+        status = summary.status
         metric = metric_of(summary, metric_name)
-        error = summary.get("error") if status != "finished" else None
+        error = summary.error if status != Status.FINISHED else None
         progress.run_finished(point.run_id, point.label, status, metric, wall,
                               error=error, log=str(point.run_dir / LOG_NAME))
         return RunOutcome(point.run_id, point.label, status, metric, wall, error, ran_here=True)
@@ -386,10 +389,10 @@ class Executor:
                 continue
             state, what = self._claim(point)
             if state == "done":
-                status = what.get("status", "failed")
+                status = what.status
                 metric = metric_of(what, progress.metric_name)
                 result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
-                                                           error=what.get("error"))
+                                                           error=what.error)
                 progress.already_done(point.run_id, point.label, status, metric)
                 continue
             if state == "busy":

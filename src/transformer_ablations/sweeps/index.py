@@ -10,15 +10,16 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..runs import records
+from ..runs.summary import RunSummary
 from .validate import Point, SweepSpec, sweeps_engine, to_python
 
 
-def metric_of(summary: dict | None, name: str | None):
+def metric_of(summary: RunSummary | None, name: str | None):
     if not summary or not name:
         return None
-    value = (summary.get("metrics") or {}).get(name)
+    value = summary.metrics.get(name)
     if value is None:
-        value = (summary.get("best") or {}).get(name)
+        value = summary.best.get(name)
     return value
 
 
@@ -26,12 +27,12 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def records_in(sweep_dir: Path) -> dict:
+def records_in(sweep_dir: Path) -> dict[str, RunSummary]:
     out = {}
     for path in sorted(Path(sweep_dir).glob("*/summary.json")):
         summary = records.read_summary(path.parent)
         if summary:
-            out[summary.get("run_id", path.parent.name)] = summary
+            out[summary.run_id] = summary
     return out
 
 
@@ -39,12 +40,11 @@ _STATE = {"finished": "finished", "diverged": "finished", "failed": "failed", "r
           "interrupted": "running"}
 
 
-def sweep_run(spec: SweepSpec, summary: dict):
+def sweep_run(spec: SweepSpec, summary: RunSummary):
     engine = sweeps_engine()
-    config = summary.get("config") or {}
-    params = {k: {"value": config.get(k)} for k in spec.parameters}
-    metrics = {k: v for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    return engine.SweepRun(name=summary.get("run_id"), state=_STATE.get(summary.get("status"), "running"),
+    params = {k: {"value": summary.config.get(k)} for k in spec.parameters}
+    metrics = {k: v for k, v in summary.metrics.items() if isinstance(v, (int, float))}
+    return engine.SweepRun(name=summary.run_id, state=_STATE.get(summary.status, "running"),
                            config=params, summaryMetrics=metrics)
 
 
@@ -69,7 +69,7 @@ def write_index(plan, suggested: Sequence[Point], options) -> dict:
         if p.run_id not in cache:
             cache[p.run_id] = records.read_summary(p.run_dir)
         summary = cache[p.run_id]
-        status = summary.get("status", "running") if summary else "pending"
+        status = str(summary.status) if summary else "pending"
         entries.append({"index": p.index, "params": p.params, "run_id": p.run_id, "status": status,
                         "metric": metric_of(summary, spec.metric_name)})
     seen = set()

@@ -3,7 +3,7 @@
 It honours the record contract of ``transformer_ablations.training.run.train``: it writes
 ``summary.json`` (``running`` first, a final status last) into ``run_dir_for(cfg)``, returns
 ``{"status", "metrics", "run_dir"}``, returns ``exists`` for a finished record and "resumes" a
-``running`` one (``summary["resumed"]`` counts the resumptions).
+``running`` one (the record's ``resumed`` counts the resumptions).
 
 Controlled by environment variables (inherited by the executor's children):
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..config import flatten, to_dict
 from ..runs import records
+from ..runs.summary import TERMINAL, Status
 from ..training.interrupts import RunInterrupted
 
 
@@ -54,13 +55,13 @@ def _log(line: str) -> None:
 def fake_train(cfg) -> dict:
     run_dir = records.run_dir_for(cfg)
     existing = records.read_summary(run_dir)
-    if existing and existing.get("status") in ("finished", "diverged", "failed"):
-        return {"status": "exists", "metrics": existing.get("metrics", {}), "run_dir": str(run_dir)}
+    if existing and existing.status in TERMINAL:
+        return {"status": "exists", "metrics": existing.metrics, "run_dir": str(run_dir)}
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_config(run_dir, cfg)
     summary = existing or records.new_summary(cfg)
-    summary["resumed"] = int(summary.get("resumed", -1)) + 1
-    summary["status"] = "running"
+    summary.resumed = (summary.resumed if summary.resumed is not None else -1) + 1
+    summary.status = Status.RUNNING
     records.write_summary(run_dir, summary)
     env = " ".join(f"{k}={os.environ.get(k, '')}" for k in ("WANDB_MODE", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"))
     _log(f"{os.getpid()} {run_dir} {env}")
@@ -82,12 +83,12 @@ def fake_train(cfg) -> dict:
     value = int(hashlib.sha256(records.run_id_for(cfg).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     metrics = {cfg.train.monitor: value, "train/loss": 1.0 - value}
     if _matches(flat, os.environ.get("FAKE_TRAIN_DIVERGE", "")):
-        summary.update(status="diverged", diverged_step=3, metrics={"train/loss": float("nan")})
+        summary.status, summary.diverged_step, summary.metrics = Status.DIVERGED, 3, {"train/loss": float("nan")}
     else:
-        summary.update(status="finished", metrics=metrics, best={cfg.train.monitor: value})
-    summary.update(wall_time_s=time.monotonic() - t0, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        summary.status, summary.metrics, summary.best = Status.FINISHED, metrics, {cfg.train.monitor: value}
+    summary.wall_time_s, summary.finished_at = time.monotonic() - t0, time.strftime("%Y-%m-%dT%H:%M:%S")
     records.write_summary(run_dir, summary)
-    return {"status": summary["status"], "metrics": summary["metrics"], "run_dir": str(run_dir)}
+    return {"status": summary.status, "metrics": summary.metrics, "run_dir": str(run_dir)}
 
 
 # --- small sweep files for tests and benchmarks (no experiment file of the repository needed) ---

@@ -195,9 +195,9 @@ class RunRecord(L.Callback):
         start = trainer.global_step if trainer.ckpt_path is not None else 0
         trim_metrics_csv(self.run_dir / "metrics.csv", start)  # rows a killed attempt logged after `start`
         self._resumed = trainer.ckpt_path is not None
-        if trainer.ckpt_path is not None:
-            summary = read_summary(self.run_dir) or {}
-            summary["resumed_from_step"] = trainer.global_step
+        summary = read_summary(self.run_dir) if trainer.ckpt_path is not None else None
+        if summary is not None:  # train() wrote the record before fit
+            summary.resumed_from_step = trainer.global_step
             write_summary(self.run_dir, summary)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -224,11 +224,13 @@ class RunRecord(L.Callback):
     def write(self, trainer) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        summary = read_summary(self.run_dir) or {}
-        summary["metrics"] = logged_metrics(trainer)
-        summary["step"] = trainer.global_step
-        summary["wall_time_s"] = summary.get("wall_time_s_before", 0.0) + time.time() - self.started
-        summary["peak_rss_mb"] = peak_rss_mb()
+        summary = read_summary(self.run_dir)
+        if summary is None:  # train() writes the record before fit; without it there is nothing to update
+            return
+        summary.metrics = logged_metrics(trainer)
+        summary.step = trainer.global_step
+        summary.wall_time_s = (summary.wall_time_s_before or 0.0) + time.time() - self.started
+        summary.peak_rss_mb = peak_rss_mb()
         write_summary(self.run_dir, summary)
 
 

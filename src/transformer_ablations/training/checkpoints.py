@@ -35,6 +35,7 @@ from ..config import (
 )
 from ..data.tokenizer import Tokenizer
 from ..runs.records import read_summary
+from ..runs.summary import Status
 from ..tasks.pretrained import CONFIG as EXPORT_CONFIG
 from ..tasks.pretrained import WEIGHTS as EXPORT_WEIGHTS
 from ..tasks.pretrained import PretrainedTransformer
@@ -201,10 +202,12 @@ def resolve_pretrained(cfg: RunConfig) -> Path | None:
     sweep = spec.removeprefix("auto:")
     root = Path(cfg.train.out_dir) / sweep
     for run_dir in sorted(root.glob("*/")):
-        summary = read_summary(run_dir) or {}
-        conf = summary.get("config", {})
+        summary = read_summary(run_dir)
+        if summary is None:
+            continue
+        conf = summary.config
         segments = conf.get("model.segment_embeddings", True)  # the record's config is flat (dotted keys)
-        if (summary.get("status") == "finished" and conf.get("objective") == cfg.objective
+        if (summary.status == Status.FINISHED and conf.get("objective") == cfg.objective
                 and conf.get("seed") == cfg.seed and segments == cfg.model.segment_embeddings):
             return checkpoint_file(run_dir)
     raise ConfigError(

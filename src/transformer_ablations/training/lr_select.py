@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..config import ConfigError, RunConfig, flatten, to_dict
 from ..runs.records import read_summary, write_config, write_summary
+from ..runs.summary import RunSummary, Status
 
 IGNORED = ("seed", "experiment", "train.lr", "train.lr_from", "train.out_dir", "train.wandb", "data.num_workers",
            "data.cache_dir", "train.accelerator", "model.vocab_size")
@@ -38,14 +39,14 @@ def _identity(flat: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in IGNORED}
 
 
-def _selection_runs(cfg: RunConfig) -> tuple[str, Path, list[tuple[Path, dict]]]:
+def _selection_runs(cfg: RunConfig) -> tuple[str, Path, list[tuple[Path, RunSummary]]]:
     sweep = cfg.train.lr_from.removeprefix("auto:")
     root = Path(cfg.train.out_dir) / sweep
     mine = _identity(flatten(to_dict(cfg)))
     found = []
     for run_dir in sorted(p for p in root.glob("*/") if p.is_dir()):
-        summary = read_summary(run_dir) or {}
-        if summary.get("status") == "finished" and _identity(summary.get("config", {})) == mine:
+        summary = read_summary(run_dir)
+        if summary is not None and summary.status == Status.FINISHED and _identity(summary.config) == mine:
             found.append((run_dir, summary))
     return sweep, root, found
 
@@ -59,9 +60,9 @@ def select_lr(cfg: RunConfig) -> dict | None:
     key = "val_select/" + cfg.train.monitor.split("/", 1)[-1]
     scores: dict[float, list[float]] = defaultdict(list)
     for _, summary in runs:
-        value = summary.get("metrics", {}).get(key)
+        value = summary.metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            scores[float(summary["config"]["train.lr"])].append(float(value))
+            scores[float(summary.config["train.lr"])].append(float(value))
     if not scores:
         raise ConfigError(
             f"train.lr_from={cfg.train.lr_from}: no finished {sweep} run under {root} with this run's settings and "
@@ -74,14 +75,14 @@ def select_lr(cfg: RunConfig) -> dict | None:
             "grid": {str(lr): {"mean": means[lr], "n": len(scores[lr])} for lr in sorted(means)}}
 
 
-def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -> dict | None:
+def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -> RunSummary | None:
     """Step 3 of the module docstring: the record of this run copied from the identical selection run
     (same seed, chosen lr), or None when there is none."""
     if selection is None:
         return None
     _, _, runs = _selection_runs(cfg)
     for source, summary in runs:
-        conf = summary["config"]
+        conf = summary.config
         if conf.get("seed") == cfg.seed and float(conf["train.lr"]) == selection["lr"]:
             break
     else:
@@ -91,10 +92,11 @@ def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -
                     ignore=shutil.ignore_patterns("checkpoints", "wandb", "summary.json", "stdout.log", "*.lock", ".*.tmp"))
     chosen = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=selection["lr"]))
     write_config(run_dir, chosen)
-    adopted = {**summary, "run_id": run_dir.name, "experiment": cfg.experiment, "run_dir": str(run_dir),
-               "config": {**flatten(to_dict(cfg)), "train.lr": selection["lr"]},
-               "config_hash": run_dir.name.split("-", 1)[-1], "lr_selection": selection, "reused_from": str(source)}
+    adopted = dataclasses.replace(
+        summary, run_id=run_dir.name, experiment=cfg.experiment, run_dir=str(run_dir),
+        config={**flatten(to_dict(cfg)), "train.lr": selection["lr"]},
+        config_hash=run_dir.name.split("-", 1)[-1], lr_selection=selection, reused_from=str(source))
     write_summary(run_dir, adopted)
-    print(f"[{adopted['status']}] {run_dir}  the selection run {source} at the chosen lr={selection['lr']:g} "
+    print(f"[{adopted.status}] {run_dir}  the selection run {source} at the chosen lr={selection['lr']:g} "
           "(same training): record copied")
     return adopted

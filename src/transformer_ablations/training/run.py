@@ -38,7 +38,7 @@ from ..runs.records import (
     write_config,
     write_summary,
 )
-from ..runs.summary import FINAL
+from ..runs.summary import FINAL, RunSummary, Status
 from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
@@ -174,14 +174,19 @@ def _backbone_state(pretrained: dict) -> dict:
     return {k.removeprefix("net.backbone."): v for k, v in pretrained["state_dict"].items() if k.startswith("net.backbone.")}
 
 
-def _exists(previous: dict, run_dir: Path) -> dict:
+def _exists(previous: RunSummary, run_dir: Path) -> dict:
     if _is_rank_zero():
-        print(f"run exists ({previous['status']}): {run_dir} — left untouched; change a setting or the seed for a new run")
-    return {**previous, "status": "exists", "final_status": previous["status"], "run_dir": str(run_dir)}
+        print(f"run exists ({previous.status}): {run_dir} — left untouched; change a setting or the seed for a new run")
+    return {**previous.to_dict(), "status": "exists", "final_status": str(previous.status), "run_dir": str(run_dir)}
 
 
 def train(cfg: RunConfig) -> dict:
-    """Train one run; returns its summary dict (``status``, ``metrics``, ``run_dir`` …).
+    """Train one run; returns its summary as a plain dict (``status``, ``metrics``, ``run_dir`` …).
+
+    The dict is the run's :class:`RunSummary` (``.to_dict()``, the keys of its ``summary.json``),
+    except for the statuses no record holds: ``exists`` (plus ``final_status``, the record's),
+    ``in_progress``. A dict, because callers (the CLI, sweep children, tests) index the result
+    and these transient statuses are not run records; inside, every record is a RunSummary.
 
     Every input (config, trainer options, wandb mode, data, pretrained checkpoint, output
     location) is checked before the run directory is created. ``status`` is ``exists`` for a
@@ -193,7 +198,7 @@ def train(cfg: RunConfig) -> dict:
     check_trainer_options(cfg)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, wandb=check_wandb(cfg)))
     previous = existing_record(run_dir, cfg)  # a torn record of a finished run is rebuilt, or refused
-    if previous and previous.get("status") in FINAL:
+    if previous and previous.status in FINAL:
         return _exists(previous, run_dir)
     _check_writable("train.out_dir", cfg.train.out_dir, run_dir)
     _check_writable("data.cache_dir", cfg.data.cache_dir, Path(cfg.data.cache_dir))
@@ -202,7 +207,7 @@ def train(cfg: RunConfig) -> dict:
         try:
             return _train_claimed(cfg, run_dir)
         except RunInterrupted as err:  # before training or around it (its record, if any, is marked)
-            return _record_interrupted(err, run_dir, None)
+            return _record_interrupted(err, run_dir, None).to_dict()
 
 
 def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
@@ -215,11 +220,11 @@ def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
         return {"status": "in_progress", "run_dir": str(run_dir), "metrics": {}}
     try:
         previous = existing_record(run_dir, cfg)  # again, under the lock: another process may have finished it
-        if previous and previous.get("status") in FINAL:
+        if previous and previous.status in FINAL:
             return _exists(previous, run_dir)
         adopted = adopt_selection_run(cfg, run_dir, module.lr_selection)  # the same training, already done
         if adopted is not None:
-            return adopted
+            return adopted.to_dict()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -227,23 +232,25 @@ def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
         if _is_rank_zero():
             _remove_stale_temp_files(run_dir)
         with wandb_finished() as end:  # the wandb run ends here on every path, with the run's exit code
-            summary = _train_locked(cfg, resolved, datamodule, module, run_dir, previous)
+            summary = _train_locked(cfg, resolved, datamodule, module, run_dir, previous).to_dict()
             end.record = summary
         return summary
     finally:
         lock.release(remove=True)
 
 
-def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_dir: Path, previous: dict | None) -> dict:
+def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_dir: Path,
+                  previous: RunSummary | None) -> RunSummary:
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = new_summary(cfg)
-    summary["run_dir"] = str(run_dir)
+    summary.run_dir = str(run_dir)
     if module.lr_selection is not None:  # what trained: the chosen lr, and how it was chosen
-        summary.update(lr_selection=module.lr_selection, config={**summary["config"], "train.lr": resolved.train.lr})
+        summary.lr_selection = module.lr_selection
+        summary.config = {**summary.config, "train.lr": resolved.train.lr}
     if previous:  # an interrupted run: keep its history, resume from the last checkpoint
-        summary["wall_time_s_before"] = previous.get("wall_time_s") or 0.0
-        summary["resumed_from_step"] = previous.get("step") if last_ckpt.is_file() else 0  # RunRecord sets the exact step
-        summary["step"] = summary["resumed_from_step"]
+        summary.wall_time_s_before = previous.wall_time_s or 0.0
+        summary.resumed_from_step = previous.step if last_ckpt.is_file() else 0  # RunRecord sets the exact step
+        summary.step = summary.resumed_from_step
     if _is_rank_zero():
         write_config(run_dir, resolved)
         write_summary(run_dir, summary)
@@ -256,49 +263,49 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
             raise RuntimeError(f"{last_ckpt} is not a readable checkpoint (truncated or overwritten); "
                                "restore it, or delete it to train the run from step 0")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last_ckpt) if last_ckpt.is_file() else None)
-        summary["status"] = "finished"
+        summary.status = Status.FINISHED
     except RunDiverged as err:
-        summary.update(status="diverged", diverged_step=err.step, error=str(err))
+        summary.status, summary.diverged_step, summary.error = Status.DIVERGED, err.step, str(err)
     except RunInterrupted as err:
         interrupted = err
     except Exception as err:  # noqa: BLE001 - any failure ends as a `failed` record with one line
         if os.environ.get("ABLATE_DEBUG") == "1":
             traceback.print_exc()
-        summary.update(status="failed", error=failure_message(err))
+        summary.status, summary.error = Status.FAILED, failure_message(err)
     if interrupted is not None:
         return _record_interrupted(interrupted, run_dir, trainer)
-    recorded = read_summary(run_dir) or {}
-    summary["metrics"] = {**recorded.get("metrics", {}), **logged_metrics(trainer)}
-    if recorded.get("resumed_from_step") is not None:  # the step of the checkpoint actually loaded
-        summary["resumed_from_step"] = recorded["resumed_from_step"]
-    if summary["status"] == "diverged":  # the last finite values, not the NaN that ended the run
-        summary["metrics"] = _finite_metrics(summary["metrics"], recorded.get("metrics", {}))
+    recorded = read_summary(run_dir)
+    recorded_metrics = recorded.metrics if recorded else {}
+    summary.metrics = {**recorded_metrics, **logged_metrics(trainer)}
+    if recorded and recorded.resumed_from_step is not None:  # the step of the checkpoint actually loaded
+        summary.resumed_from_step = recorded.resumed_from_step
+    if summary.status == Status.DIVERGED:  # the last finite values, not the NaN that ended the run
+        summary.metrics = _finite_metrics(summary.metrics, recorded_metrics)
     callback = trainer.checkpoint_callback
     if callback is not None and callback.best_model_score is not None:
-        summary["best"] = {resolved.train.monitor: float(callback.best_model_score)}
-    summary.update(
-        step=trainer.global_step,
-        wall_time_s=summary.get("wall_time_s_before", 0.0) + time.time() - started,
-        tokens_per_s=summary["metrics"].get("train/tokens_per_s"),
-        peak_rss_mb=peak_rss_mb(),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-    )
+        summary.best = {resolved.train.monitor: float(callback.best_model_score)}
+    summary.step = trainer.global_step
+    summary.wall_time_s = (summary.wall_time_s_before or 0.0) + time.time() - started
+    summary.tokens_per_s = summary.metrics.get("train/tokens_per_s")
+    summary.peak_rss_mb = peak_rss_mb()
+    summary.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
         _print_result(summary)
     return summary
 
 
-def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer | None) -> dict:
+def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer | None) -> RunSummary:
     """A `running` record becomes `interrupted`; it keeps the step and metrics of the last checkpoint
-    (where a resume starts). Before the record exists there is nothing to mark."""
-    recorded = read_summary(run_dir) or {}
-    summary = {**recorded, "status": "interrupted", "signal": err.name, "run_dir": str(run_dir),
-               "metrics": recorded.get("metrics", {})}
-    if recorded.get("status") == "running":
+    (where a resume starts). Before the record exists there is nothing to mark (the summary returned
+    then is not written)."""
+    recorded = read_summary(run_dir)
+    base = recorded or RunSummary(run_id=run_dir.name, experiment=None, status=Status.RUNNING, config={})
+    summary = dataclasses.replace(base, status=Status.INTERRUPTED, signal=err.name, run_dir=str(run_dir))
+    if recorded is not None and recorded.status == Status.RUNNING:
         # a trainer stopped before it restored last.ckpt still says step 0: the run stands at least at its checkpoint
         at = trainer.global_step if trainer is not None else 0
-        summary["interrupted_at_step"] = max(at, recorded.get("step") or 0)
+        summary.interrupted_at_step = max(at, recorded.step or 0)
         if _is_rank_zero():
             write_summary(run_dir, summary)
     return summary
@@ -425,9 +432,9 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
     )
 
 
-def _print_result(summary: dict) -> None:
+def _print_result(summary: RunSummary) -> None:
     """One line: status, run dir, the first validation metrics and, for a failed or diverged run, why."""
-    keys = [k for k in summary["metrics"] if k.startswith("val") and "/" in k]
-    shown = ", ".join(f"{k}={summary['metrics'][k]:.4f}" for k in sorted(keys)[:6])
-    why = f"  {summary['error']}" if summary.get("error") and summary["status"] != "finished" else ""
-    print(f"[{summary['status']}] {summary['run_dir']}  {shown}  ({summary['wall_time_s']:.1f}s){why}")
+    keys = [k for k in summary.metrics if k.startswith("val") and "/" in k]
+    shown = ", ".join(f"{k}={summary.metrics[k]:.4f}" for k in sorted(keys)[:6])
+    why = f"  {summary.error}" if summary.error and summary.status != Status.FINISHED else ""
+    print(f"[{summary.status}] {summary.run_dir}  {shown}  ({summary.wall_time_s:.1f}s){why}")

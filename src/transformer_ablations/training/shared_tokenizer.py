@@ -20,6 +20,7 @@ from pathlib import Path
 from ..config import ConfigError, RunConfig
 from ..data.tokenizer import Tokenizer
 from ..runs.records import read_summary
+from ..runs.summary import Status
 from .checkpoints import checkpoint_file, read_checkpoint
 
 
@@ -42,8 +43,8 @@ def shared_tokenizer(cfg: RunConfig) -> Tokenizer | None:
 def _auto_run(cfg: RunConfig, sweep: str) -> Path:
     root = Path(cfg.train.out_dir) / sweep
     for run_dir in sorted(root.glob("*/")):
-        summary = read_summary(run_dir) or {}
-        if summary.get("status") == "finished" and summary.get("config", {}).get("seed") == cfg.seed:
+        summary = read_summary(run_dir)
+        if summary is not None and summary.status == Status.FINISHED and summary.config.get("seed") == cfg.seed:
             return run_dir
     raise ConfigError(f"data.tokenizer=auto:{sweep}: no finished {sweep} run with seed={cfg.seed} under {root}; "
                       f"run `ablate sweep {sweep}` first")
