@@ -248,7 +248,7 @@ def test_attention_cost_is_analysed_per_length_and_identical_repeats_are_determi
     assert slope_r.estimate.n == 4 and slope_r.estimate.mean == pytest.approx(math.log(2), rel=0.05)
 
 
-def _arm(label: str, values: list[float]) -> "GroupSummary":
+def _arm(label: str, values: list[float]):
     from transformer_ablations.report.results import GroupSummary
     from transformer_ablations.report.stats import mean_ci
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from transformer_ablations.config import ConfigError
 from transformer_ablations.cli import dispatch
+from transformer_ablations.config import ConfigError
 from transformer_ablations.sweeps.launcher import (
     agent_commands,
     choose_path,

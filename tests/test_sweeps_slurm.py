@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from transformer_ablations.config import ConfigError
 from transformer_ablations.cli import dispatch
+from transformer_ablations.config import ConfigError
 from transformer_ablations.sweeps.slurm import render_slurm, runs_per_task
 
 

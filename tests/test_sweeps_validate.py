@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from transformer_ablations.config import ConfigError
 from transformer_ablations.cli import dispatch
+from transformer_ablations.config import ConfigError
 from transformer_ablations.sweeps.testing import write_fake_sweep
 from transformer_ablations.sweeps.validate import (
     grid_points,
