@@ -76,9 +76,15 @@ def control_rate(results: Sequence[ClaimResult]) -> tuple[str, tuple]:
     wrong_way = sum(v == CONTRADICTED for v in tested)
     text = (f"**False-support rate: {k}/{n} = {rate:.0%}** (exact binomial 95% CI [{lo:.0%}, {hi:.0%}]; goal ≤ 5%) "
             f"over the {n} controls with an interval"
-            + (f" ({untested} more had none: too few seeds in one half, or not run)" if untested else "")
+            + (f" ({untested} more were not tested: {_untested_why(controls)})" if untested else "")
             + f". {wrong_way} control(s) were called contradicted (also a false finding under a null).")
     return text, (k, n, rate, lo, hi)
+
+
+def _untested_why(controls: Sequence[ClaimResult]) -> str:
+    """Why the controls without a test had none, by verdict (e.g. "2 not resolved — cannot discriminate")."""
+    why = Counter(r.verdict for r in controls if r.tested is None)
+    return ", ".join(f"{n} {verdict}" for verdict, n in sorted(why.items()))
 
 
 def claim_tables(results: Sequence[ClaimResult]) -> list[Block]:
