@@ -529,3 +529,19 @@ def test_wandb_paths_fail_cleanly_offline(tmp_path, monkeypatch, capsys):
         collect_wandb("me/proj/abc123")
     assert log_report_to_wandb(tmp_path / "report.md") is None
     assert "not logging" in capsys.readouterr().out
+
+
+def test_directions_that_did_not_reproduce_are_listed_plainly(built):
+    md, v = built["md"], built["verdicts"]
+    section = md.split("## Directions that did not reproduce at this scale")[1].split("\n## ")[0]
+    counted = {k: x for k, x in v.items() if x["tier"] in ("primary", "secondary")}
+    missed = {k for k, x in counted.items() if x["verdict"] not in ("supported", "not run")}
+    assert missed, "the hand-made suite has claims that do not reproduce"
+    for cid in counted:
+        assert (f"**{cid}**" in section) == (cid in missed), cid
+    for cid in missed:
+        line = next(line for line in section.splitlines() if f"**{cid}**" in line)
+        verdict = counted[cid]["verdict"]
+        expected = {"contradicted": "reversed", "not resolved — cannot discriminate": "cannot be read"}.get(
+            verdict, "not reproduced at this scale")
+        assert expected in line, (cid, verdict, line)

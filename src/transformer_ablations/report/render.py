@@ -30,9 +30,11 @@ from .verdicts import (
     CONTRADICTED,
     COUNTED_TIERS,
     DETERMINISTIC,
+    NOT_RUN,
     SUPPORTED,
     TIERS,
     UNDERPOWERED,
+    holds,
 )
 
 QUESTIONS: dict[str, tuple[str, str]] = {
@@ -120,6 +122,8 @@ def _claim_blocks(r: ClaimResult) -> list[Block]:
                                                      f"(level {ALPHA[c.tier]:g})" if r.p_adjusted is not None
                                                      and ADJUSTMENT[c.tier] != "none" else ""))
     items.append(f"**Verdict: {r.verdict}** — {r.reason}")
+    if c.tier in COUNTED_TIERS:
+        items.append(f"**At this scale:** {at_this_scale(r)}")
     items.append(f"**Literature:** {c.literature_direction} — {c.literature_anchor}")
     items.extend(r.details)
     if est is not None and est.note:
@@ -149,6 +153,23 @@ def _expect_text(c: Claim) -> str:
     if c.expect == "gap_grows":
         return "the effect grows along " + (fmt_point(c.along) if c.along else "?")
     return c.expect
+
+
+def at_this_scale(r: ClaimResult) -> str:
+    """In plain words, whether the literature's direction reproduced here, and what the data shows."""
+    c, est = r.claim, r.estimate
+    if r.verdict == SUPPORTED:
+        return "reproduced"
+    if r.verdict == CONTRADICTED:
+        return f"reversed: the data favour the opposite ({format_effect(c, r.shown)})"
+    if est is None or not math.isfinite(est.mean):
+        return f"not measured ({r.reason})"
+    arms = "; ".join(f"{g.label} = {_group_value(c, g.estimate)}" for g in r.groups)
+    if r.verdict == CANNOT_DISCRIMINATE:
+        return f"cannot be read: {r.reason} ({arms})"
+    agrees = holds(est, c.expect, c.margin)
+    lean = "leans the claimed way" if agrees else "leans the other way"
+    return f"not reproduced at this scale: the estimate {lean} but is not significant ({format_effect(c, r.shown)}; {arms})"
 
 
 def _data_says(r: ClaimResult) -> str:
@@ -320,6 +341,7 @@ def build_document(
                             "per-example outcomes (runs older than the per-example records, or sharded): their "
                             "intervals cover seeds only and understate the uncertainty." if seed_only else "")),
         *claim_tables(results),
+        *_not_reproduced_blocks(results),
     ]
     question_sweeps = SUITE_SWEEPS.get(suite, QUESTION_SWEEPS)  # the real suite: other sweeps, four questions
     for q, (title, text) in QUESTIONS.items():
@@ -337,6 +359,14 @@ def build_document(
     cost_needed = any(r.claim.source == "attention_cost" for r in results)
     blocks.extend(missing_blocks(coll, grids, expected, sweeps, sweeps_dir, cost_needed))
     return blocks
+
+
+def _not_reproduced_blocks(results: Sequence[ClaimResult]) -> list[Block]:
+    """Every counted claim whose literature direction did not reproduce here, said plainly."""
+    missed = [r for r in results if r.claim.tier in COUNTED_TIERS and r.verdict not in (SUPPORTED, NOT_RUN)]
+    text = [f"**{r.claim.id}** ({r.claim.question.upper()}): {at_this_scale(r)}" for r in missed]
+    return [Heading(2, "Directions that did not reproduce at this scale", anchor="not-reproduced"),
+            Bullets(text) if text else Para("Every counted claim that ran reproduced its literature direction.")]
 
 
 def _figure_caption(name: str, n_seeds: int) -> str:
