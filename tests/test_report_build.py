@@ -33,6 +33,8 @@ SEEDS = [0, 1, 2]
 # the sweeps table of docs/ARCHITECTURE.md
 SWEEPS = {
     "q1_scaling": {"model.attention.scaling": ["sqrt_dk", "none", "qk_norm"], "model.head_dim": [16, 64, 256]},
+    "q1_bf16": {"model.attention.scaling": ["sqrt_dk", "none"], "model.head_dim": [256],
+                "train.precision": ["32-true", "bf16-mixed"]},
     "q2_positional": {"model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"],
                       "model.arch": ["encoder", "decoder"]},
     "q2_lookup": {"model.positional": ["none", "sinusoidal", "learned", "rope", "alibi"]},
@@ -57,6 +59,7 @@ GOALS = {"max": "maximize", "min": "minimize"}
 FINETUNE = {"pretrained": "auto:q5_pretrain", "pooling": "mean"}
 EXPERIMENTS = {
     "q1_scaling": {"objective": "mlm", "data": {"task": "corpus"}, "train": ACC},
+    "q1_bf16": {"objective": "mlm", "data": {"task": "corpus"}, "train": ACC},
     "q2_positional": {"objective": "none", "data": {"task": "order"}, "train": ACC},
     "q2_lookup": {"objective": "none", "model": {"arch": "decoder"}, "data": {"task": "lookup"}, "train": ACC},
     "q3_attention": {"objective": "seq2seq", "model": {"arch": "encoder_decoder"},
@@ -110,6 +113,9 @@ def _metrics(sweep: str, c: dict) -> dict:
                 "attn/logit_std": 9.0 if bad else 1.0, "attn/max_prob": 0.9 if bad else 0.4,
                 "attn/saturated": 0.5 if bad else 0.1, "attn/init/saturated": 0.8 if bad else 0.0,
                 "train/init_grad_norm_qk": 0.01 if bad else 0.3}
+    if sweep == "q1_bf16":  # bf16 costs the unscaled arm 10 points more; nothing overflows
+        acc = 0.9 if c["model.attention.scaling"] == "sqrt_dk" else (0.7 if c["train.precision"] == "32-true" else 0.6)
+        return {"val/acc": acc, "val/loss": 1.0 - acc, "train/nonfinite_steps": 0}
     if sweep == "q2_lookup":
         near, far = {"learned": (0.8, 0.2), "sinusoidal": (0.75, 0.3), "rope": (0.8, 0.4), "alibi": (0.7, 0.6),
                      "none": (0.5, 0.45)}[c["model.positional"]]
@@ -258,7 +264,7 @@ def test_report_has_every_section_and_figure(built):
     assert md.index("figures/forest.png") < md.index("## Primary claims") < md.index("## Secondary claims") \
         < md.index("## Checks") < md.index("## Negative controls") < md.index("## Q1")
     figs = report.parent / "figures"
-    for name in ("forest", "q1_scaling", "q1_curves", "q2_order_acc", "q2_length", "q2_lookup_length", "q2_lookup_curves",
+    for name in ("forest", "q1_scaling", "q1_curves", "q1_bf16_curves", "q2_order_acc", "q2_length", "q2_lookup_length", "q2_lookup_curves",
                  "q3_length", "q3_curves", "q4_quality", "q4_curves", "q4_cost", "q5_table", "q5_labels",
                  "q6_pooling", "q6_sep"):
         png = figs / f"{name}.png"
@@ -301,13 +307,16 @@ def test_verdicts_follow_the_hand_made_effects(built):
         ["q1_gap_grows_with_dk", "q2_encoder_learned_beats_none", "q3_full_cross_equiv_prefix_decoder_reverse",
          "q4_dot_reference_faster", "q5_mlm_beats_causal_tagging", "q6_probe_mean_beats_cls_mlm"])
     # zero variance over seeds: measured values, never counted (the hand-made per-length noise cancels; the
-    # timing rows follow an exact power law; encoder without positions is exactly at chance)
-    assert by("secondary", "deterministic") == ["q3_pooled_gap_grows_with_length_reverse",
+    # timing rows follow an exact power law; encoder without positions is exactly at chance; no bf16 run
+    # overflowed: 0 non-finite steps in every run of both arms)
+    assert by("secondary", "deterministic") == ["q1_bf16_unscaled_more_nonfinite_dk256",
+                                                "q3_pooled_gap_grows_with_length_reverse",
                                                 "q4_dot_speed_gap_grows_with_T"]
     assert by("check", "deterministic") == ["q2_encoder_none_at_chance", "q4_additive_more_flops"]
     assert v["q2_encoder_none_at_chance"]["holds"] and v["q4_additive_more_flops"]["holds"]
     assert not by("primary", "contradicted") and not by("secondary", "contradicted")
-    assert len(by("secondary", "supported")) == 35  # Q1-Q4 (issue 15): 21; Q5-Q6 (issue 16): 14 of 15
+    assert len(by("secondary", "supported")) == 36  # Q1-Q4 (issue 15): 22; Q5-Q6 (issue 16): 14 of 15
+    assert v["q1_bf16_costs_unscaled_more_dk256"]["verdict"] == "supported"  # 10 points more in bf16
     # every control is a null: none is called supported
     controls = [x for x in v.values() if x["tier"] == "control"]
     assert len(controls) >= 6 and not [x for x in controls if x["verdict"] == "supported"]
@@ -344,7 +353,7 @@ def test_missing_diverged_failed_and_corrupt_runs_are_listed(built):
 
 def test_html_is_self_contained(built):
     html = built["html"]
-    assert html.count("data:image/png;base64,") == 16  # 8 + forest + 5 learning-curve/lookup (issue 15) + 2 (issue 16)
+    assert html.count("data:image/png;base64,") == 17  # 8 + forest + 6 learning-curve/lookup (issue 15) + 2 (issue 16)
     assert "src='figures/" not in html and "http://" not in html and "https://" not in html
     assert "<table>" in html and "v-supported" in html and "Missing and diverged runs" in html
 
@@ -401,7 +410,7 @@ def test_partial_runs_still_build_and_note_missing_data(tmp_path):
     assert "model.attention.scaling=qk_norm, model.head_dim=16, seed=0" in md  # listed as missing
     for png in (report.parent / "figures").glob("*.png"):
         assert png.stat().st_size > 0
-    assert len(list((report.parent / "figures").glob("*.png"))) == 16
+    assert len(list((report.parent / "figures").glob("*.png"))) == 17
 
 
 # --- claims validation -------------------------------------------------------------------

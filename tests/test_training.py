@@ -165,3 +165,4 @@ def test_divergence_is_a_result_not_a_crash(tmp_path):
     assert result["diverged_step"] is not None
     summary = json.loads((Path(result["run_dir"]) / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_step"] == result["diverged_step"]
+    assert summary["metrics"]["train/nonfinite_steps"] == 1  # what Q1's bf16 claims count per run

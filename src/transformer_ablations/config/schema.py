@@ -214,6 +214,10 @@ class TrainConfig:
     """metric of best.ckpt, also the sweep's metric"""
     monitor_mode: Literal["min", "max"] = "min"
     """whether lower or higher is better for monitor"""
+    patience: int = 0
+    """stop at the plateau: validations in a row where monitor on val_select does not improve by min_delta (0: train max_steps)"""
+    min_delta: float = 0.0
+    """the least change of monitor on val_select that counts as an improvement for patience"""
     accelerator: str = "auto"
     """cpu, gpu or auto"""
     devices: str = "1"
@@ -246,6 +250,9 @@ class TrainConfig:
             raise ConfigError(f"train.lr_from={self.lr_from} must be auto:<sweep> (the sweep whose runs choose the lr) or null")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        for name in ("patience", "min_delta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 0")
 
 
 @dataclass

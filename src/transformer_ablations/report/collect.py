@@ -61,6 +61,7 @@ class RunRecord:
     path: Path | None = None
     diverged_step: int | None = None
     error: str | None = None
+    plateau_step: int | None = None  # train.patience stopped the run here (its curve was flat)
 
     @property
     def usable(self) -> bool:
@@ -177,6 +178,7 @@ def read_record(path: Path, sweep: str | None = None) -> RunRecord:
         path=path,
         diverged_step=summary.diverged_step,
         error=summary.error,
+        plateau_step=summary.plateau_step,
     )
 
 
@@ -333,7 +335,7 @@ def collect_wandb(sweep_path: str, sweep_name: str | None = None) -> list[RunRec
             RunRecord(
                 sweep=name, run_id=str(run_id), status=status, config=config, metrics=metrics,
                 seed=_seed_of(config, str(run_id)), diverged_step=summary.get("diverged_step"),
-                error=summary.get("error"),
+                error=summary.get("error"), plateau_step=summary.get("plateau_step"),
             )
         )
     return records

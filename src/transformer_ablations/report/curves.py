@@ -2,7 +2,8 @@
 against the training step, one line per arm (mean over seeds of each run's ``metrics.csv``), with
 the range over seeds shaded. The caption notes, per arm, the last step-to-step change of the mean:
 a curve still rising at the end is not a plateau, and the report says so instead of the reader
-having to guess from the picture."""
+having to guess from the picture. A run that ``train.patience`` stopped at its plateau keeps its last
+value on to the arm's last step (it stopped because the curve was flat), and the caption counts them."""
 
 from __future__ import annotations
 
@@ -52,15 +53,26 @@ def fig_learning_curves(runs: Sequence[RunRecord], sweep: str, arms: Sequence[tu
         if show is not None and chosen:
             values = sorted({str(r.config.get(show)) for r in chosen})
             notes.other.append(f"{label}: {show} = {', '.join(values)}")
-        curves = [c for r in chosen if (c := read_curve(r, metric))]
+        read = [(r, c) for r in chosen if (c := read_curve(r, metric))]
+        curves = [c for _, c in read]
         if not curves:
             notes.other.append(f"{fmt_point(match)}: no learning curve ({metric} in metrics.csv)")
             continue
+        steps = sorted({step for c in curves for step in c})
         per_step: dict[int, list[float]] = defaultdict(list)
-        for c in curves:
-            for step, v in c.items():
-                per_step[step].append(v)
+        for r, c in read:
+            last = max(c)
+            for step in steps:
+                if step in c:
+                    per_step[step].append(c[step])
+                elif step > last and r.plateau_step is not None:  # stopped at its plateau: the value stays
+                    per_step[step].append(c[last])
         steps = sorted(per_step)
+        stopped = sorted(r.plateau_step for r, _ in read if r.plateau_step is not None)
+        if stopped:
+            notes.other.append(f"{label}: {len(stopped)} of {len(read)} runs stopped at their plateau "
+                               f"(train.patience) at steps {', '.join(map(str, stopped))}; "
+                               f"{len(read) - len(stopped)} ran to the last step")
         mean = [sum(per_step[s]) / len(per_step[s]) for s in steps]
         line = ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")[0]
         ax.fill_between(steps, [min(per_step[s]) for s in steps], [max(per_step[s]) for s in steps],

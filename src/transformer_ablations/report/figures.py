@@ -36,7 +36,7 @@ from .stats import mean_ci
 
 # which sweeps feed which question's figures
 QUESTION_SWEEPS: dict[str, tuple[str, ...]] = {
-    "q1": ("q1_scaling",),
+    "q1": ("q1_scaling", "q1_bf16"),
     "q2": ("q2_positional", "q2_lookup"),
     "q3": ("q3_attention",),
     "q4": ("q4_additive",),
@@ -403,6 +403,8 @@ def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: 
     makers: dict[str, list[Callable[[], FigureResult]]] = {
         "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir),
                lambda: curves("q1_scaling", ("model.attention.scaling", "model.head_dim"), "val/acc", "q1_curves",
+                              show="train.lr"),
+               lambda: curves("q1_bf16", ("model.attention.scaling", "train.precision"), "val/acc", "q1_bf16_curves",
                               show="train.lr")],
         "q2": [lambda: fig_q2_order(runs("q2_positional"), grid("q2_positional"), out_dir),
                lambda: fig_q2_length(runs("q2_positional"), grid("q2_positional"), out_dir),

@@ -162,6 +162,12 @@ def _as_float(value: str | None) -> float | None:
         return None
 
 
+def _stopped_at_plateau(ckpt: dict) -> bool:
+    """Whether the checkpoint's early-stopping state (``train.patience``) had ended the run."""
+    states = (ckpt.get("callbacks") or {}).values()
+    return any(isinstance(st, dict) and "wait_count" in st and (st.get("stopped_epoch") or 0) > 0 for st in states)
+
+
 def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     """A finished run's record from its folder: final metrics (the last value of each column of
     ``metrics.csv``), the best monitored value (the checkpoint callback's state in ``last.ckpt``,
@@ -170,11 +176,12 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     ckpt = _read_last_checkpoint(run_dir)
     rows = _metrics_rows(run_dir)
     steps = [int(r["step"]) for r in rows if str(r.get("step", "")).isdigit()]
-    ckpt_done = ckpt is not None and ckpt.get("global_step") == max_steps
+    ckpt_done = ckpt is not None and (ckpt.get("global_step") == max_steps or _stopped_at_plateau(ckpt))
     # without a checkpoint, the rows tell: the last validation is logged at step index max_steps - 1
     csv_done = ckpt is None and bool(steps) and max(steps) >= max_steps - 1
     if not (ckpt_done or csv_done):
         return None
+    step = int(ckpt["global_step"]) if ckpt_done else max_steps  # below max_steps: stopped at its plateau
     metrics: dict[str, float] = {}
     for row in rows:
         for key, value in row.items():
@@ -190,7 +197,8 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     if best is None and column:
         best = max(column) if mode == "max" else min(column)
     return dataclasses.replace(
-        new_summary(cfg), status=Status.FINISHED, run_dir=str(run_dir), step=max_steps, metrics=metrics,
+        new_summary(cfg), status=Status.FINISHED, run_dir=str(run_dir),
+        step=step, plateau_step=step if step < max_steps else None, metrics=metrics,
         best={monitor: best} if best is not None else {},
         tokens_per_s=metrics.get("train/tokens_per_s"), wall_time_s=None, started_at=None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -60,6 +60,7 @@ class RunSummary:
     # --- optional: written by some writers only, left out of summary.json while None ---
     run_dir: str | None = field(default=None, metadata=OPTIONAL)
     step: int | None = field(default=None, metadata=OPTIONAL)  # the last validation (its checkpoint resumes)
+    plateau_step: int | None = field(default=None, metadata=OPTIONAL)  # train.patience ended the run here
     tokens_per_s: float | None = field(default=None, metadata=OPTIONAL)
     peak_rss_mb: float | None = field(default=None, metadata=OPTIONAL)
     resumed_from_step: int | None = field(default=None, metadata=OPTIONAL)  # the checkpoint a resume loaded

@@ -108,3 +108,23 @@ class TaskSpec:
                 f"train.monitor={cfg.train.monitor} is not logged by data.task={cfg.data.task} "
                 f"(objective={cfg.objective}); valid: {', '.join(keys)}"
             )
+        self._check_patience(cfg, keys)
+
+    @staticmethod
+    def _check_patience(cfg: RunConfig, keys: list[str]) -> None:
+        """Early stopping reads the selection split (stopping on ``val`` would select on the reported
+        split), and never cuts short an evaluation that runs after the last step (Q3's head drops)."""
+        if not cfg.train.patience:
+            return
+        watched = "val_select/" + cfg.train.monitor.split("/", 1)[-1]
+        if watched not in keys:
+            raise ConfigError(
+                f"train.patience={cfg.train.patience} stops on {watched}, which needs data.selection_split=true "
+                f"and a validation train.monitor (got data.selection_split={str(cfg.data.selection_split).lower()}, "
+                f"train.monitor={cfg.train.monitor})"
+            )
+        if cfg.model.arch == "encoder_decoder":
+            raise ConfigError(
+                f"train.patience={cfg.train.patience} with model.arch=encoder_decoder: the head-drop evaluation runs "
+                "after the last step, which early stopping would skip; set train.patience=0"
+            )

@@ -10,7 +10,7 @@ import psutil
 import torch
 from lightning.fabric.utilities.throughput import Throughput as ThroughputMeter
 from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ..runs.records import read_summary, write_summary
@@ -178,6 +178,20 @@ def _measure_step_flops(pl_module, batch: dict) -> float:
         pl_module.net.zero_grad(set_to_none=True)
         pl_module.net.train(was_training)
     return float(flops)
+
+
+class PlateauStop(EarlyStopping):
+    """``train.patience``: Lightning's early stopping on the selection split. A run killed after the
+    stop was decided but before its record was written resumes already stopped: the decision is in the
+    checkpoint's callback state, and training must not go on past it."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.stopped_epoch > 0:
+            trainer.should_stop = True
+
+    def plateau_step(self, trainer) -> int | None:
+        """The step where this callback stopped the run, or None when it ran to ``max_steps``."""
+        return trainer.global_step if self.stopped_epoch > 0 and trainer.global_step < trainer.max_steps else None
 
 
 class RunRecord(L.Callback):

@@ -31,8 +31,10 @@ from ..config import ConfigError, RunConfig, flatten, to_dict
 from ..runs.records import read_summary, write_config, write_summary
 from ..runs.summary import RunSummary, Status
 
+# train.precision: the lr chosen at full precision is the one a low-precision run of that arm trains at
+# (Q1's bf16 runs); it is no copy of a selection run of another precision (adopt_selection_run).
 IGNORED = ("seed", "experiment", "train.lr", "train.lr_from", "train.out_dir", "train.wandb", "data.num_workers",
-           "data.cache_dir", "train.accelerator", "model.vocab_size")
+           "data.cache_dir", "train.accelerator", "model.vocab_size", "train.precision")
 
 
 def _identity(flat: dict) -> dict:
@@ -83,7 +85,8 @@ def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -
     _, _, runs = _selection_runs(cfg)
     for source, summary in runs:
         conf = summary.config
-        if conf.get("seed") == cfg.seed and float(conf["train.lr"]) == selection["lr"]:
+        if (conf.get("seed") == cfg.seed and float(conf["train.lr"]) == selection["lr"]
+                and conf.get("train.precision") == cfg.train.precision):
             break
     else:
         return None

@@ -43,6 +43,7 @@ from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
     DivergenceGuard,
+    PlateauStop,
     RunCheckpoint,
     RunDiverged,
     RunRecord,
@@ -277,6 +278,8 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     recorded = read_summary(run_dir)
     recorded_metrics = recorded.metrics if recorded else {}
     summary.metrics = {**recorded_metrics, **logged_metrics(trainer)}
+    # the divergence guard ends a run at its first non-finite loss or gradient: 0 or 1 per run (Q1's bf16 claims)
+    summary.metrics["train/nonfinite_steps"] = int(summary.status == Status.DIVERGED)
     if recorded and recorded.resumed_from_step is not None:  # the step of the checkpoint actually loaded
         summary.resumed_from_step = recorded.resumed_from_step
     if summary.status == Status.DIVERGED:  # the last finite values, not the NaN that ended the run
@@ -285,6 +288,8 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     if callback is not None and callback.best_model_score is not None:
         summary.best = {resolved.train.monitor: float(callback.best_model_score)}
     summary.step = trainer.global_step
+    stops = [c.plateau_step(trainer) for c in trainer.callbacks if isinstance(c, PlateauStop)]
+    summary.plateau_step = stops[0] if stops else None
     summary.wall_time_s = (summary.wall_time_s_before or 0.0) + time.time() - started
     summary.tokens_per_s = summary.metrics.get("train/tokens_per_s")
     summary.peak_rss_mb = peak_rss_mb()
@@ -409,6 +414,9 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         HeadDrops(),  # Q3: per-head accuracy drops after the last validation (encoder_decoder only)
         LearningRateMonitor(logging_interval="step"),  # train/lr/<param group>, every log_every steps
     ]
+    if t.patience:  # stop at the plateau of the selection split (never on val, the reported split)
+        callbacks.append(PlateauStop(monitor="val_select/" + t.monitor.split("/", 1)[-1], mode=t.monitor_mode,
+                                     patience=t.patience, min_delta=t.min_delta, check_on_train_epoch_end=False))
     callbacks.append(StepProgress(interactive=False if os.environ.get("CI") else None))  # bar on a TTY, else lines
     loggers = [ResumableCSVLogger(run_dir)]
     wandb_logger = make_wandb_logger(cfg, run_dir)

@@ -53,7 +53,7 @@ def run_name(cfg: RunConfig) -> str:
 STATUS_EXIT_CODES = {"finished": 0, "exists": 0, "diverged": 3}
 # Fields of summary.json copied into the wandb run's summary, so that an online report
 # (``report.collect_wandb``) tells a diverged run (a result) from a failed one.
-RECORD_FIELDS = ("run_id", "status", "diverged_step", "error", "step")
+RECORD_FIELDS = ("run_id", "status", "diverged_step", "error", "step", "plateau_step")
 
 
 def finish_wandb(exit_code: int, record: Mapping[str, Any] | None = None) -> None:
