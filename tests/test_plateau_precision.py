@@ -9,14 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from test_q1_q4_experiments import _final_cfg, _selection_record  # the Q1 lr-selection record helpers
+from test_training import cfg_for
 from transformer_ablations.config import ConfigError, RunConfig
 from transformer_ablations.runs.records import existing_record
 from transformer_ablations.tasks import check_run
 from transformer_ablations.training.callbacks import PlateauStop
 from transformer_ablations.training.run import train
-
-from test_q1_q4_experiments import _final_cfg, _selection_record  # the Q1 lr-selection record helpers
-from test_training import cfg_for
 
 
 def test_patience_stops_on_the_selection_split_only():
