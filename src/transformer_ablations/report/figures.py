@@ -399,7 +399,8 @@ def make_figures(collection: RunCollection, grids: Mapping[str, Grid], out_dir: 
         """Issue 15: learning curves per arm (plateau evidence); ``show``: a config key whose value per arm
         the caption states (Q1: the lr each arm was chosen at)."""
         dims = {k: list(grid(sweep).get(k) or sorted({r.config.get(k) for r in runs(sweep)}, key=str)) for k in keys}
-        return fig_learning_curves(runs(sweep), sweep, arms_of(dims), metric, out_dir, name, show)
+        present = [(label, m) for label, m in arms_of(dims) if any(r.matches(m) for r in runs(sweep))]
+        return fig_learning_curves(runs(sweep), sweep, present, metric, out_dir, name, show)  # `when:`-folded arms: none
     makers: dict[str, list[Callable[[], FigureResult]]] = {
         "q1": [lambda: fig_q1_scaling(runs("q1_scaling"), grid("q1_scaling"), out_dir),
                lambda: curves("q1_scaling", ("model.attention.scaling", "model.head_dim"), "val/acc", "q1_curves",
