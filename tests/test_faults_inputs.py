@@ -274,7 +274,7 @@ REPORT = ["report", "--runs-dir", "runs", "--out", "reports", "--claims", str(EX
 REPORT_CASES = [
     ("report-no-runs", [*REPORT, "--suite", "nothing"], 2, "no run records under runs/nothing: run `make sweep"),
     ("report-runs-of-another-sweep", [*REPORT, "--suite", "x"], 2,
-     "run records under runs/x are only for sweep(s) another_sweep; the claims use q1_scaling"),
+     "run records under runs/x are only for sweep(s) another_sweep; the claims use q1_bf16, q1_scaling"),
 ]
 
 OUTPUT_CASES = [
