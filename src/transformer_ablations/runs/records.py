@@ -22,7 +22,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import ConfigError, RunConfig, config_hash, flatten, to_dict
-from .summary import CorruptRecord, RunSummary, Status
+from .summary import CorruptRecord, RunSummary, Status, count_nonfinite
 
 
 def run_id_for(cfg: RunConfig) -> str:
@@ -182,7 +182,7 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     if not (ckpt_done or csv_done):
         return None
     step = int(ckpt["global_step"]) if ckpt_done else max_steps  # below max_steps: stopped at its plateau
-    metrics: dict[str, float] = {"train/nonfinite_steps": 0}  # finished: the divergence guard never fired
+    metrics: dict[str, float] = {}
     for row in rows:
         for key, value in row.items():
             number = _as_float(value)
@@ -196,11 +196,11 @@ def rebuild_summary(run_dir: Path, cfg: RunConfig) -> RunSummary | None:
     column = [v for v in (_as_float(r.get(monitor)) for r in rows) if v is not None and math.isfinite(v)]
     if best is None and column:
         best = max(column) if mode == "max" else min(column)
-    return dataclasses.replace(
+    return count_nonfinite(dataclasses.replace(
         new_summary(cfg), status=Status.FINISHED, run_dir=str(run_dir),
         step=step, plateau_step=step if step < max_steps else None, metrics=metrics,
         best={monitor: best} if best is not None else {},
         tokens_per_s=metrics.get("train/tokens_per_s"), wall_time_s=None, started_at=None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         rebuilt_from=[name for name, used in (("metrics.csv", bool(rows)), ("checkpoints/last.ckpt", ckpt_done)) if used],
-    )
+    ))

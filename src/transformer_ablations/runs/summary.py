@@ -115,3 +115,10 @@ class RunSummary:
         except json.JSONDecodeError as e:
             raise CorruptRecord(f"not valid JSON ({e.msg} at line {e.lineno})") from None
         return cls.from_dict(data, default_run_id=path.parent.name)
+
+
+def count_nonfinite(summary: RunSummary) -> RunSummary:
+    """``train/nonfinite_steps`` in the record's metrics: the divergence guard ends a run at its first
+    non-finite loss or gradient, so it is 1 for a diverged run and 0 otherwise (Q1's bf16 claims)."""
+    summary.metrics["train/nonfinite_steps"] = int(summary.status == Status.DIVERGED)
+    return summary

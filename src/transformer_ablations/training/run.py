@@ -38,7 +38,7 @@ from ..runs.records import (
     write_config,
     write_summary,
 )
-from ..runs.summary import FINAL, RunSummary, Status
+from ..runs.summary import FINAL, RunSummary, Status, count_nonfinite
 from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
@@ -278,8 +278,7 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
     recorded = read_summary(run_dir)
     recorded_metrics = recorded.metrics if recorded else {}
     summary.metrics = {**recorded_metrics, **logged_metrics(trainer)}
-    # the divergence guard ends a run at its first non-finite loss or gradient: 0 or 1 per run (Q1's bf16 claims)
-    summary.metrics["train/nonfinite_steps"] = int(summary.status == Status.DIVERGED)
+    count_nonfinite(summary)
     if recorded and recorded.resumed_from_step is not None:  # the step of the checkpoint actually loaded
         summary.resumed_from_step = recorded.resumed_from_step
     if summary.status == Status.DIVERGED:  # the last finite values, not the NaN that ended the run
