@@ -220,11 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage:\n" + _usage())
         return 0
-    from .training.interrupts import RunInterrupted, interrupts_raise
+    from .training.interrupts import RunInterrupted, interrupts_raise, raise_if_interrupted
 
     try:
         with interrupts_raise():  # SIGTERM too: 143 and the resume line, never a silent exit
-            return dispatch(argv)
+            code = dispatch(argv)
+            raise_if_interrupted()  # a signal some library swallowed still gives its exit code
+            return code
     except ConfigError as err:
         if debug:
             raise

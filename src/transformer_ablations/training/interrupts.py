@@ -8,6 +8,12 @@ runs its ``on_exception`` hooks and re-raises it), and the run is recorded as ``
 Lightning composes its own SIGTERM handler with this one (it calls ours after its own), so its
 DDP launcher still forwards the signal. A second signal while the first is being handled is only
 counted, so the record of the first is written whole.
+
+A signal is never lost to library code that swallows exceptions: `datasets`' fingerprint hasher
+wraps dill in a bare ``except:``, so a SIGTERM landing there used to vanish and the run finished
+with exit 0. The received signal is remembered, and :func:`raise_if_interrupted` raises it again at
+the safe points: after data preparation, before every training and validation batch
+(:class:`InterruptCheck`), after ``fit`` and before the CLI exits.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import contextlib
 import os
 import signal
 import threading
+
+import lightning as L
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,26 +49,56 @@ def exit_code_of(name: str | None) -> int:
         return 130
 
 
+# the signal this process received inside the outermost `interrupts_raise` (None: none yet)
+# and whether the run code has recorded it (`interrupt_recorded`: it is not raised again)
+_STATE: dict = {"depth": 0, "received": None, "recorded": False}
+
+
 @contextlib.contextmanager
 def interrupts_raise():
     """SIGINT / SIGTERM raise :class:`RunInterrupted` in this process (the main thread; elsewhere
     a no-op), the previous handlers come back on exit. Forked DataLoader workers inherit the
-    handler but ignore it: the main process shuts them down."""
+    handler but ignore it: the main process shuts them down. Nested uses share one state: the
+    first signal is the one raised, and it is forgotten when the outermost use ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     owner = os.getpid()
-    state = {"raised": False}
 
     def handler(signum, frame):
-        if os.getpid() != owner or state["raised"]:
+        if os.getpid() != owner or _STATE["received"] is not None:
             return
-        state["raised"] = True
+        _STATE["received"] = int(signum)
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    _STATE["depth"] += 1
     try:
         yield
     finally:
+        _STATE["depth"] -= 1
+        if _STATE["depth"] == 0:
+            _STATE.update(received=None, recorded=False)
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`RunInterrupted` again if a signal arrived and library code swallowed it."""
+    if _STATE["received"] is not None and not _STATE["recorded"]:
+        raise RunInterrupted(_STATE["received"])
+
+
+def interrupt_recorded() -> None:
+    """The run's record says `interrupted`: the signal has been answered, later checks pass."""
+    _STATE["recorded"] = True
+
+
+class InterruptCheck(L.Callback):
+    """The safe points inside ``fit``: a swallowed signal stops the run before its next batch."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        raise_if_interrupted()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        raise_if_interrupted()

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..data.datamodule import build_datamodule
@@ -61,7 +63,13 @@ from .checkpoints import (
 )
 from .eval_records import ExampleRecorder
 from .head_drops import HeadDrops
-from .interrupts import RunInterrupted, interrupts_raise
+from .interrupts import (
+    InterruptCheck,
+    RunInterrupted,
+    interrupt_recorded,
+    interrupts_raise,
+    raise_if_interrupted,
+)
 from .lr_select import adopt_selection_run, select_lr
 from .module import AblationModule
 from .progress import StepProgress
@@ -214,6 +222,7 @@ def train(cfg: RunConfig) -> dict:
 def _train_claimed(cfg: RunConfig, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resolved, datamodule, module = prepare(cfg)  # raises ConfigError for bad data or checkpoints
+    raise_if_interrupted()  # a signal the data libraries swallowed
 
     lock = _claim_run(run_dir) if _is_rank_zero() else _NoLock()
     if lock is None:
@@ -264,11 +273,14 @@ def _train_locked(cfg: RunConfig, resolved: RunConfig, datamodule, module, run_d
             raise RuntimeError(f"{last_ckpt} is not a readable checkpoint (truncated or overwritten); "
                                "restore it, or delete it to train the run from step 0")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last_ckpt) if last_ckpt.is_file() else None)
+        raise_if_interrupted()  # a signal swallowed in fit's last stretch (after the last batch)
         summary.status = Status.FINISHED
     except RunDiverged as err:
         summary.status, summary.diverged_step, summary.error = Status.DIVERGED, err.step, str(err)
     except RunInterrupted as err:
         interrupted = err
+    except SIGTERMException:  # Lightning's answer to a SIGTERM whose RunInterrupted a library swallowed (exit 0)
+        interrupted = RunInterrupted(signal.SIGTERM)
     except Exception as err:  # noqa: BLE001 - any failure ends as a `failed` record with one line
         if os.environ.get("ABLATE_DEBUG") == "1":
             traceback.print_exc()
@@ -312,6 +324,7 @@ def _record_interrupted(err: RunInterrupted, run_dir: Path, trainer: L.Trainer |
         summary.interrupted_at_step = max(at, recorded.step or 0)
         if _is_rank_zero():
             write_summary(run_dir, summary)
+    interrupt_recorded()  # answered: the CLI's last check does not raise it again
     return summary
 
 
@@ -404,6 +417,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, started: float) -> L.Trainer:
         enable_version_counter=False,
     )
     callbacks = [
+        InterruptCheck(),  # a signal that library code swallowed stops the run at the next batch
         DivergenceGuard(),
         AttentionStats(t.attn_stats_every),
         Throughput(t.log_every, t.peak_tflops),
