@@ -82,3 +82,14 @@ def test_a_run_whose_signal_a_library_swallowed_ends_interrupted(tmp_path, monke
     monkeypatch.undo()
     resumed = run.train(cfg)  # and the same run resumes to its end
     assert resumed["status"] == "finished" and resumed["step"] == 8, resumed
+
+
+def test_the_cli_answers_signals_without_importing_lightning():
+    """Every CLI command imports the interrupt handling; it must not pull in Lightning, and with it
+    matplotlib, which writes its font cache under HOME (a sweep parent writes nothing there)."""
+    import subprocess
+    import sys
+
+    code = "import sys, transformer_ablations.training.interrupts; print(sorted({'lightning', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

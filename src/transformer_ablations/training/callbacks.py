@@ -1,4 +1,4 @@
-"""Callbacks: attention statistics, throughput and MFU, the divergence guard, the run record and checkpoints."""
+"""Callbacks: the interrupt check, attention statistics, throughput and MFU, the divergence guard, the run record and checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,19 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ..runs.records import read_summary, write_summary
+from .interrupts import raise_if_interrupted
 from .tracking import ResumableCSVLogger, trim_metrics_csv
+
+
+class InterruptCheck(L.Callback):
+    """The safe points inside ``fit``: a signal that library code swallowed stops the run before its
+    next batch (see :mod:`.interrupts`)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        raise_if_interrupted()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        raise_if_interrupted()
 
 
 class RunDiverged(RuntimeError):

@@ -13,7 +13,9 @@ A signal is never lost to library code that swallows exceptions: `datasets`' fin
 wraps dill in a bare ``except:``, so a SIGTERM landing there used to vanish and the run finished
 with exit 0. The received signal is remembered, and :func:`raise_if_interrupted` raises it again at
 the safe points: after data preparation, before every training and validation batch
-(:class:`InterruptCheck`), after ``fit`` and before the CLI exits.
+(``callbacks.InterruptCheck``), after ``fit`` and before the CLI exits.
+
+This module imports no Lightning (and so no matplotlib): the CLI imports it for every command.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import contextlib
 import os
 import signal
 import threading
-
-import lightning as L
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -93,12 +93,3 @@ def interrupt_recorded() -> None:
     """The run's record says `interrupted`: the signal has been answered, later checks pass."""
     _STATE["recorded"] = True
 
-
-class InterruptCheck(L.Callback):
-    """The safe points inside ``fit``: a swallowed signal stops the run before its next batch."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        raise_if_interrupted()
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        raise_if_interrupted()

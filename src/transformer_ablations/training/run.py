@@ -45,6 +45,7 @@ from ..tasks import task_spec
 from .callbacks import (
     AttentionStats,
     DivergenceGuard,
+    InterruptCheck,
     PlateauStop,
     RunCheckpoint,
     RunDiverged,
@@ -63,13 +64,7 @@ from .checkpoints import (
 )
 from .eval_records import ExampleRecorder
 from .head_drops import HeadDrops
-from .interrupts import (
-    InterruptCheck,
-    RunInterrupted,
-    interrupt_recorded,
-    interrupts_raise,
-    raise_if_interrupted,
-)
+from .interrupts import RunInterrupted, interrupt_recorded, interrupts_raise, raise_if_interrupted
 from .lr_select import adopt_selection_run, select_lr
 from .module import AblationModule
 from .progress import StepProgress
