@@ -91,7 +91,7 @@ def test_q1_bf16_sweep_orders_after_the_selection_and_pairs_the_precisions(monke
     ex = Executor(ExecutorOptions(scale="smoke", runs_dir=str(tmp_path)))
     plans = ex.plan_all([root / "sweeps/q1_bf16.yaml", root / "sweeps/q1_lr_select.yaml"])
     assert [p.spec.name for p in plans] == ["q1_lr_select", "q1_bf16"]
-    assert len(plans[0].runs) == 72  # 3 scalings x 3 d_k x 4 lr x 2 seeds
+    assert len(plans[0].runs) == 54  # 3 scalings x 3 d_k x 3 lr x 2 seeds
     arms = {(r.params["model.attention.scaling"], r.params["train.precision"]) for r in plans[1].runs}
     assert arms == {(s, p) for s in ("sqrt_dk", "none") for p in ("32-true", "bf16-mixed")}
 
@@ -112,3 +112,23 @@ def test_learning_curves_carry_a_stopped_run_at_its_plateau(tmp_path):
     assert "1 of 2 runs stopped at their plateau (train.patience) at steps 100; 1 ran to the last step" in text
     # at the last step the mean is (0.6 carried + 0.8) / 2: flat from the step before, not b's 0.8 alone
     assert "last change +0.000 between steps 149 and 199 (flat)" in text
+
+
+def test_learning_curves_note_an_lr_chosen_at_the_edge_of_its_grid(tmp_path):
+    from transformer_ablations.report.collect import RunRecord
+    from transformer_ablations.report.curves import fig_learning_curves
+
+    def run(name: str, dk: int, lr: float) -> RunRecord:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.csv").write_text("step,val/acc\n49,0.5\n99,0.6\n")
+        grid = {str(g): {"mean": 0.5, "n": 2} for g in (3e-4, 1e-3, 3e-3)}
+        return RunRecord("q1_scaling", name, "finished", {"model.head_dim": dk, "train.lr": lr}, {},
+                         path=d / "summary.json", lr_selection={"lr": lr, "grid": grid})
+    runs = [run("a", 16, 3e-3), run("b", 64, 1e-3), run("c", 256, 3e-4)]
+    arms = [(f"d_k={dk}", {"model.head_dim": dk}) for dk in (16, 64, 256)]
+    notes = fig_learning_curves(runs, "q1_scaling", arms, "val/acc", tmp_path, "c", show="train.lr").notes
+    edge = [n for n in " | ".join(notes).split(" | ") if "of the grid" in n]
+    assert any("d_k=16: the chosen lr 0.003 is the largest of the grid (0.0003, 0.001, 0.003)" in n for n in edge)
+    assert any("d_k=256: the chosen lr 0.0003 is the smallest" in n for n in edge)
+    assert not any("d_k=64" in n for n in edge)  # an inner choice is no edge

@@ -266,6 +266,38 @@ def test_select_lr_takes_the_best_mean_on_val_select_of_the_same_setting(tmp_pat
     assert adopt_selection_run(_final_cfg(tmp_path, seed=4), tmp_path / "x", chosen) is None  # no such seed
 
 
+def test_a_final_run_adopts_the_same_training_from_another_final_sweep_of_its_selection(tmp_path):
+    """q1_bf16's fp32 arm at seeds 2-4 is q1_scaling's d_k = 256 training: whichever sweep runs second
+    copies the record (same settings, seed, chosen lr and precision) instead of training again."""
+    from transformer_ablations.training.lr_select import adopt_selection_run, select_lr
+
+    cfg = _final_cfg(tmp_path, head_dim=256)
+    for seed in (0, 1):
+        for lr, score in ((1e-3, 0.4), (3e-3, 0.5)):
+            _selection_record(tmp_path / "q1_lr_select", cfg, lr, seed, score)
+    chosen = select_lr(cfg)
+    assert chosen["lr"] == 3e-3
+
+    def sibling(name: str, precision: str, **extra) -> Path:
+        run_dir = _selection_record(tmp_path / "q1_bf16", cfg, 3e-3, 3, 0.61)
+        run_dir = run_dir.rename(run_dir.with_name(name))
+        record = json.loads((run_dir / "summary.json").read_text())
+        record["config"].update({"experiment": "q1_bf16", "train.precision": precision})
+        record.update(lr_selection=chosen, **extra)
+        (run_dir / "summary.json").write_text(json.dumps(record))
+        return run_dir
+
+    sibling("s3-bf16", "bf16-mixed")  # another precision: another training
+    sibling("s3-copy", "32-true", reused_from="elsewhere")  # itself a copy: never the source
+    assert adopt_selection_run(_final_cfg(tmp_path, seed=3, head_dim=256), tmp_path / "q1_scaling" / "a", chosen) is None
+    source = sibling("s3-fp32", "32-true")
+    adopted = adopt_selection_run(_final_cfg(tmp_path, seed=3, head_dim=256), tmp_path / "q1_scaling" / "s3-x", chosen)
+    assert adopted.reused_from == str(source) and adopted.metrics["val_select/acc"] == pytest.approx(0.61)
+    assert adopted.experiment == "q1_scaling" and adopted.config["train.lr"] == 3e-3
+    # another arm (d_k = 64) never takes the d_k = 256 record
+    assert adopt_selection_run(_final_cfg(tmp_path, seed=3, head_dim=64), tmp_path / "q1_scaling" / "b", chosen) is None
+
+
 def test_select_lr_without_selection_runs_is_one_clear_error(tmp_path):
     from transformer_ablations.training.lr_select import select_lr
 
@@ -286,7 +318,7 @@ def test_q1_final_sweep_runs_after_the_selection_sweep(monkeypatch, tmp_path):
     ex = Executor(ExecutorOptions(scale="smoke", runs_dir=str(tmp_path)))
     plans = ex.plan_all([ROOT / "sweeps/q1_scaling.yaml", ROOT / "sweeps/q1_lr_select.yaml"])
     assert [p.spec.name for p in plans] == ["q1_lr_select", "q1_scaling"]
-    assert len(plans[0].runs) == 72 and len(plans[1].runs) == 45
+    assert len(plans[0].runs) == 54 and len(plans[1].runs) == 45
     with pytest.raises(ConfigError, match="q1_lr_select"):
         ex.plan_all([ROOT / "sweeps/q1_scaling.yaml"])  # alone, with no selection runs yet
 

@@ -62,6 +62,7 @@ class RunRecord:
     diverged_step: int | None = None
     error: str | None = None
     plateau_step: int | None = None  # train.patience stopped the run here (its curve was flat)
+    lr_selection: dict[str, Any] | None = None  # train.lr_from: the lr grid's scores and the choice
 
     @property
     def usable(self) -> bool:
@@ -179,6 +180,7 @@ def read_record(path: Path, sweep: str | None = None) -> RunRecord:
         diverged_step=summary.diverged_step,
         error=summary.error,
         plateau_step=summary.plateau_step,
+        lr_selection=summary.lr_selection,
     )
 
 

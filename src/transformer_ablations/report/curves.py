@@ -53,6 +53,7 @@ def fig_learning_curves(runs: Sequence[RunRecord], sweep: str, arms: Sequence[tu
         if show is not None and chosen:
             values = sorted({str(r.config.get(show)) for r in chosen})
             notes.other.append(f"{label}: {show} = {', '.join(values)}")
+            notes.other.extend(_grid_edge_notes(label, chosen))
         read = [(r, c) for r in chosen if (c := read_curve(r, metric))]
         curves = [c for _, c in read]
         if not curves:
@@ -91,6 +92,19 @@ def fig_learning_curves(runs: Sequence[RunRecord], sweep: str, arms: Sequence[tu
         _empty(ax, f"no {metric} curves in the runs' metrics.csv")
     _save(fig, path, title)
     return FigureResult(path.stem, path, title, notes.lines())
+
+
+def _grid_edge_notes(label: str, runs: Sequence[RunRecord]) -> list[str]:
+    """A note per distinct lr choice (``train.lr_from``) that sits at the smallest or largest lr of its
+    grid: the best lr may lie beyond the grid, so the arm may not be at its own best setting."""
+    notes = []
+    for sel in {repr(r.lr_selection): r.lr_selection for r in runs if r.lr_selection}.values():
+        grid = sorted(float(lr) for lr in sel.get("grid") or {})
+        if len(grid) >= 2 and float(sel["lr"]) in (grid[0], grid[-1]):
+            side = "smallest" if float(sel["lr"]) == grid[0] else "largest"
+            notes.append(f"{label}: the chosen lr {float(sel['lr']):g} is the {side} of the grid "
+                         f"({', '.join(f'{lr:g}' for lr in grid)}); its best lr may lie beyond it")
+    return notes
 
 
 def arms_of(keys: Mapping[str, Sequence[Any]]) -> list[tuple[str, dict]]:

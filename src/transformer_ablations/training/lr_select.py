@@ -13,6 +13,8 @@ per setting), built on two ordinary sweeps and the run records; no search logic 
 3. A final run whose seed and chosen lr equal a finished selection run is that same training
    (same init, data order and splits): :func:`adopt_selection_run` copies its record (metrics,
    per-example outcomes; not its checkpoints, the record points at them) instead of training again.
+   So does a run that another final sweep of the same selection has trained already (same
+   settings, seed, lr and precision; ``experiment`` aside).
 
 The executor orders the final sweep after the selection sweep (``train.lr_from`` is a dependency
 like ``finetune.pretrained: auto:``). The record of every final run has ``lr_selection``: the
@@ -77,20 +79,36 @@ def select_lr(cfg: RunConfig) -> dict | None:
             "grid": {str(lr): {"mean": means[lr], "n": len(scores[lr])} for lr in sorted(means)}}
 
 
-def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -> RunSummary | None:
-    """Step 3 of the module docstring: the record of this run copied from the identical selection run
-    (same seed, chosen lr), or None when there is none."""
-    if selection is None:
-        return None
-    _, _, runs = _selection_runs(cfg)
-    for source, summary in runs:
+def _same_training(cfg: RunConfig, selection: dict, own_sweep: Path) -> tuple[Path, RunSummary] | None:
+    """The finished run whose training this run would repeat (same settings, seed, chosen lr and
+    precision): a selection run, else a run another final sweep of the same selection trained
+    itself (Q1: q1_bf16's fp32 arm is q1_scaling's d_k = 256 runs)."""
+    sweep, root, runs = _selection_runs(cfg)
+    mine = _identity(flatten(to_dict(cfg)))
+    siblings = []
+    for run_dir in sorted(p for p in Path(cfg.train.out_dir).glob("*/*/") if p.parent not in (root, own_sweep)):
+        summary = read_summary(run_dir)
+        if (summary is not None and summary.status == Status.FINISHED and not summary.reused_from
+                and (summary.lr_selection or {}).get("sweep") == sweep and _identity(summary.config) == mine):
+            siblings.append((run_dir, summary))
+    for source, summary in [*runs, *siblings]:  # selection runs first: a sibling's own copy is never the source
         conf = summary.config
         if (conf.get("seed") == cfg.seed and float(conf["train.lr"]) == selection["lr"]
                 and conf.get("train.precision") == cfg.train.precision):
-            break
-    else:
+            return source, summary
+    return None
+
+
+def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -> RunSummary | None:
+    """Step 3 of the module docstring: the record of this run copied from the run that already did
+    its training (:func:`_same_training`), or None when there is none."""
+    if selection is None:
         return None
     run_dir = Path(run_dir)
+    found = _same_training(cfg, selection, run_dir.parent)
+    if found is None:
+        return None
+    source, summary = found
     shutil.copytree(source, run_dir, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("checkpoints", "wandb", "summary.json", "stdout.log", "*.lock", ".*.tmp"))
     chosen = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=selection["lr"]))
@@ -100,6 +118,6 @@ def adopt_selection_run(cfg: RunConfig, run_dir: Path, selection: dict | None) -
         config={**flatten(to_dict(cfg)), "train.lr": selection["lr"]},
         config_hash=run_dir.name.split("-", 1)[-1], lr_selection=selection, reused_from=str(source))
     write_summary(run_dir, adopted)
-    print(f"[{adopted.status}] {run_dir}  the selection run {source} at the chosen lr={selection['lr']:g} "
-          "(same training): record copied")
+    print(f"[{adopted.status}] {run_dir}  {source} is this training (the chosen lr={selection['lr']:g}, "
+          "same settings and seed): record copied")
     return adopted
