@@ -118,6 +118,34 @@ def test_data_is_fixed_across_seeds_while_the_seed_drives_shuffling_and_masks(tm
     assert torch.equal(v1["labels"], v2["labels"]) and torch.equal(v1["input_ids"], v2["input_ids"])
 
 
+@pytest.mark.parametrize("task,objective", [("corpus", "mlm_nsp"), ("lookup", "none")])
+def test_training_batches_are_the_same_read_in_memory_or_from_arrow(tmp_path, monkeypatch, task, objective):
+    """The training split read into Python once (data/sampling.IN_MEMORY_ROWS) gives the batches that
+    reading each row from Arrow gives, masks included, over more than one pass."""
+    from transformer_ablations.data import sampling
+
+    def batches(limit):
+        monkeypatch.setattr(sampling, "IN_MEMORY_ROWS", limit)
+        cfg = _cfg(tmp_path, task, objective, n_train=24)
+        cfg.train.val_every, cfg.train.max_steps = 4, 12
+        dm = build_datamodule(cfg)
+        dm.setup()
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in range(3):  # 3 x 4 batches of 8 from 24 examples: four passes
+            loader.batch_sampler.set_epoch(epoch)
+            out += list(loader)
+        return out, loader.dataset
+
+    in_memory, stream = batches(10**6)
+    assert isinstance(stream._rows, list)  # read into Python
+    from_arrow, stream = batches(0)
+    assert stream._rows is stream.base  # left in Arrow
+    assert len(in_memory) == len(from_arrow) == 12
+    for a, b in zip(in_memory, from_arrow):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pretrained_tokenizer_is_reused_for_fine_tuning(tmp_path):
     pre = build_datamodule(_cfg(tmp_path, "corpus", "mlm_nsp"))
     pre.setup()

@@ -91,7 +91,7 @@ def test_q1_bf16_sweep_orders_after_the_selection_and_pairs_the_precisions(monke
     ex = Executor(ExecutorOptions(scale="smoke", runs_dir=str(tmp_path)))
     plans = ex.plan_all([root / "sweeps/q1_bf16.yaml", root / "sweeps/q1_lr_select.yaml"])
     assert [p.spec.name for p in plans] == ["q1_lr_select", "q1_bf16"]
-    assert len(plans[0].runs) == 54  # 3 scalings x 3 d_k x 3 lr x 2 seeds
+    assert len(plans[0].runs) == 72  # 3 scalings x 3 d_k x 4 lr x 2 seeds
     arms = {(r.params["model.attention.scaling"], r.params["train.precision"]) for r in plans[1].runs}
     assert arms == {(s, p) for s in ("sqrt_dk", "none") for p in ("32-true", "bf16-mixed")}
 

@@ -318,7 +318,7 @@ def test_q1_final_sweep_runs_after_the_selection_sweep(monkeypatch, tmp_path):
     ex = Executor(ExecutorOptions(scale="smoke", runs_dir=str(tmp_path)))
     plans = ex.plan_all([ROOT / "sweeps/q1_scaling.yaml", ROOT / "sweeps/q1_lr_select.yaml"])
     assert [p.spec.name for p in plans] == ["q1_lr_select", "q1_scaling"]
-    assert len(plans[0].runs) == 54 and len(plans[1].runs) == 45
+    assert len(plans[0].runs) == 72 and len(plans[1].runs) == 45
     with pytest.raises(ConfigError, match="q1_lr_select"):
         ex.plan_all([ROOT / "sweeps/q1_scaling.yaml"])  # alone, with no selection runs yet
 

@@ -15,6 +15,10 @@ from torch.utils.data import Dataset, Sampler
 
 from .collate import _mix
 
+# Training splits up to this many examples are read into Python once: `datasets`' row access (Arrow to
+# Python, ~50 us a row) is a tenth of a small model's step. Larger ones (real corpora) stay in Arrow.
+IN_MEMORY_ROWS = 200_000
+
 
 class StreamBatchSampler(Sampler[list[int]]):
     def __init__(self, batch_size: int, steps_per_epoch: int, rank: int = 0, world_size: int = 1):
@@ -42,6 +46,13 @@ class StreamDataset(Dataset):
     def __init__(self, base, seed: int):
         self.base, self.seed = base, int(seed)
         self._pass, self._perm = -1, None
+        self._rows = None  # the base's rows as Python dicts (IN_MEMORY_ROWS), read at the first example
+
+    def _row(self, index: int) -> dict:
+        if self._rows is None:
+            small = hasattr(self.base, "to_list") and len(self.base) <= IN_MEMORY_ROWS
+            self._rows = self.base.to_list() if small else self.base
+        return self._rows[index]
 
     def __len__(self) -> int:
         return len(self.base)
@@ -54,6 +65,6 @@ class StreamDataset(Dataset):
 
     def __getitem__(self, position: int) -> dict:
         k, offset = divmod(int(position), len(self.base))
-        example = dict(self.base[int(self.permutation(k)[offset])])
+        example = dict(self._row(int(self.permutation(k)[offset])))
         example["pass"] = k
         return example
