@@ -98,3 +98,32 @@ def test_q5_and_q6_run_after_q5_pretrain(monkeypatch, tmp_path):
     assert order.index("q5_pretrain") < order.index("q5_finetune")
     assert order.index("q5_pretrain") < order.index("q6_cls_sep")
     assert not any(tmp_path.iterdir()), "planning writes nothing"
+
+
+@pytest.mark.parametrize("claims_file", ["claims.yaml", "claims_real.yaml"])
+def test_every_claim_reads_arms_its_sweep_runs(claims_file, monkeypatch, tmp_path):
+    """Each compared arm of each claim (its settings plus the condition) is a run its sweep plans, after the
+    `when:` rules fold grid points together: a claim, or a control, can never be "not run" by design."""
+    from test_real_suite import write_corpora
+    from transformer_ablations.config import flatten, to_dict
+    from transformer_ablations.report import load_claims
+    from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
+
+    monkeypatch.chdir(ROOT)
+    real = claims_file == "claims_real.yaml"
+    if real:  # the real sweeps plan from local copies of the corpora
+        text, sst2 = write_corpora(tmp_path)
+        monkeypatch.setenv("ABLATE_TEXT", str(text))
+        monkeypatch.setenv("ABLATE_SST2", str(sst2))
+    claims = [c for c in load_claims(ROOT / "experiments" / claims_file, ROOT / "sweeps") if c.sweep]
+    files = [f for f in sorted((ROOT / "sweeps").glob("*.yaml")) if f.stem.startswith("real_") == real]
+    plans = Executor(ExecutorOptions(scale="real" if real else "quick", runs_dir=str(tmp_path / "runs"))).plan_all(files)
+    configs = {p.spec.name: [flatten(to_dict(r.cfg)) for r in p.runs] for p in plans}
+    missing = []
+    for c in claims:
+        free = set(c.along or {}) | ({c.best_of["key"]} if c.best_of else set())
+        for side, arm in (("a", c.a), ("b", c.b)):
+            want = {k: v for k, v in {**arm, **c.condition}.items() if k not in free}
+            if arm and not any(all(cfg.get(k) == v for k, v in want.items()) for cfg in configs[c.sweep]):
+                missing.append(f"{c.id} {side}: {want}")
+    assert not missing, missing
