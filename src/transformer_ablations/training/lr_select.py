@@ -47,12 +47,17 @@ def _selection_runs(cfg: RunConfig) -> tuple[str, Path, list[tuple[Path, RunSumm
     sweep = cfg.train.lr_from.removeprefix("auto:")
     root = Path(cfg.train.out_dir) / sweep
     mine = _identity(flatten(to_dict(cfg)))
+    return sweep, root, _finished_like(root.glob("*/"), mine)
+
+
+def _finished_like(run_dirs, identity: dict) -> list[tuple[Path, RunSummary]]:
+    """The finished runs among ``run_dirs`` whose settings are ``identity`` (:data:`IGNORED` aside)."""
     found = []
-    for run_dir in sorted(p for p in root.glob("*/") if p.is_dir()):
+    for run_dir in sorted(p for p in run_dirs if p.is_dir()):
         summary = read_summary(run_dir)
-        if summary is not None and summary.status == Status.FINISHED and _identity(summary.config) == mine:
+        if summary is not None and summary.status == Status.FINISHED and _identity(summary.config) == identity:
             found.append((run_dir, summary))
-    return sweep, root, found
+    return found
 
 
 def select_lr(cfg: RunConfig) -> dict | None:
@@ -85,12 +90,9 @@ def _same_training(cfg: RunConfig, selection: dict, own_sweep: Path) -> tuple[Pa
     itself (Q1: q1_bf16's fp32 arm is q1_scaling's d_k = 256 runs)."""
     sweep, root, runs = _selection_runs(cfg)
     mine = _identity(flatten(to_dict(cfg)))
-    siblings = []
-    for run_dir in sorted(p for p in Path(cfg.train.out_dir).glob("*/*/") if p.parent not in (root, own_sweep)):
-        summary = read_summary(run_dir)
-        if (summary is not None and summary.status == Status.FINISHED and not summary.reused_from
-                and (summary.lr_selection or {}).get("sweep") == sweep and _identity(summary.config) == mine):
-            siblings.append((run_dir, summary))
+    others = (p for p in Path(cfg.train.out_dir).glob("*/*/") if p.parent not in (root, own_sweep))
+    siblings = [(d, s) for d, s in _finished_like(others, mine)
+                if not s.reused_from and (s.lr_selection or {}).get("sweep") == sweep]
     for source, summary in [*runs, *siblings]:  # selection runs first: a sibling's own copy is never the source
         conf = summary.config
         if (conf.get("seed") == cfg.seed and float(conf["train.lr"]) == selection["lr"]
