@@ -221,6 +221,24 @@ def test_attention_cost_flops_and_compiled_kinds():
         assert step_flops("additive_compiled", t, d, 4, 2) == step_flops("additive", t, d, 4, 2)
 
 
+def test_attention_cost_compile_only_compiles_each_compiled_layer_and_writes_nothing(tmp_path, monkeypatch):
+    from transformer_ablations.bench import attention_cost
+
+    compiled = []
+    real_compile = torch.compile
+
+    def recording_compile(module, backend=None, **kw):
+        compiled.append(backend)
+        return real_compile(module, backend="eager", **kw)  # the call, not inductor's code generation
+
+    monkeypatch.setattr(attention_cost.torch, "compile", recording_compile)
+    out = tmp_path / "cost.json"
+    rows = attention_cost.main(["--compile-only", "--quiet", "--lengths", "8,16", "--d-k", "4,8", "--n-heads", "2",
+                                "--out", str(out)])
+    assert rows == [] and not any(tmp_path.iterdir())  # nothing timed, nothing written
+    assert compiled == ["inductor"] * (len(attention_cost.COMPILED_KINDS) * 2 * 2)
+
+
 # --- Q1: lr selection ---------------------------------------------------------------------------------------
 def _selection_record(root: Path, cfg: RunConfig, lr: float, seed: int, score: float, status="finished") -> Path:
     flat = {**flatten(to_dict(cfg)), "train.lr": lr, "seed": seed, "experiment": "q1_lr_select"}

@@ -166,3 +166,22 @@ def test_divergence_is_a_result_not_a_crash(tmp_path):
     summary = json.loads((Path(result["run_dir"]) / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_step"] == result["diverged_step"]
     assert summary["metrics"]["train/nonfinite_steps"] == 1  # what Q1's bf16 claims count per run
+
+
+@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", False), ("16-mixed", False)])
+def test_adamw_is_fused_except_under_mixed_precision(tmp_path, precision, fused):
+    """One fused AdamW kernel per step; mixed precision keeps the per-tensor one, whose gradients Lightning
+    clips (it refuses to clip for an optimizer that could unscale them itself)."""
+    _, _, module = prepare(cfg_for("q1_scaling", tmp_path / "runs", f"--train.precision={precision}"))
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert bool(optimizer.defaults["fused"]) is fused
+
+
+def test_evaluation_batches_are_larger_than_training_batches_and_cover_each_split_once(tmp_path):
+    from transformer_ablations.data.datamodule import EVAL_BATCH_FACTOR
+
+    cfg, datamodule, _ = prepare(cfg_for("q1_scaling", tmp_path / "runs"))
+    for loader, name in zip(datamodule.val_dataloader(), datamodule.val_names):
+        sizes = [len(batch["labels"]) for batch in loader]
+        assert sizes[0] == min(cfg.data.batch_size * EVAL_BATCH_FACTOR, len(datamodule.datasets[name]))
+        assert sum(sizes) == len(datamodule.datasets[name])

@@ -215,6 +215,33 @@ def measure(
     return rows
 
 
+def compile_only(
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    d_k: int | Sequence[int] = 64,
+    n_heads: int = 4,
+    batch: int = 2,
+    device: str | torch.device | None = None,
+    causal: bool = False,
+    compile: str | Callable | None = None,
+) -> int:
+    """Compile every compiled kind's layer (every kind's, with ``compile``) at each d_k and T (forward and backward) and time nothing ->
+    how many layers were compiled. Inductor keeps what it compiled on disk, so a later :func:`measure`
+    in another process starts warm: ``make quick`` runs this at the lowest CPU priority beside the
+    sweeps, in the cycles their workers leave idle."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    compiled = [k for k in kinds if compile is not None or k in COMPILED_KINDS]
+    _allow_recompiles(8 * len(kinds) * len(lengths))
+    n = 0
+    for dk in [d_k] if isinstance(d_k, int) else list(d_k):
+        for t in lengths:
+            for kind in compiled:
+                step = layer_step(kind, t, dk, n_heads, batch, device, causal, compile=compile)
+                step()
+                n += 1
+    return n
+
+
 def _measure_dk(kinds, lengths, d_k, n_heads, batch, repeats, device, causal, min_time_s, progress, compile) -> list[dict]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if compile is not None or any(k in COMPILED_KINDS for k in kinds):
@@ -386,6 +413,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile each layer (default backend inductor; aot_eager: no code generation)")
     p.add_argument("--min-time-s", type=float, default=0.05, help="shortest timed block (fast steps repeat)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="only compile the compiled kinds (inductor's disk cache), time and write nothing")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -395,6 +424,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     started = time.perf_counter()
     say = None if args.quiet else (lambda line: print(line, flush=True))
+    if args.compile_only:
+        n = compile_only(args.kinds, args.lengths, args.d_k, args.n_heads, args.batch, device, args.causal, args.compile)
+        if say:
+            say(f"compiled {n} layer(s) in {time.perf_counter() - started:.1f} s; nothing timed or written")
+        return []
     rows = measure(
         args.kinds, args.lengths, args.d_k, args.n_heads, args.batch, args.repeats, device,
         args.causal, args.min_time_s, progress=say, compile=args.compile,

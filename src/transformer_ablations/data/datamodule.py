@@ -25,6 +25,10 @@ from transformer_ablations.data.prepare import Prepared, prepare
 from transformer_ablations.data.sampling import StreamBatchSampler, StreamDataset
 from transformer_ablations.data.tokenizer import Tokenizer
 
+# Evaluation keeps no activations for backward, so a batch this many times the training batch fits
+# wherever training fits; fewer, larger batches spend less of a small model's eval in per-batch overhead.
+EVAL_BATCH_FACTOR = 4
+
 
 class AblationDataModule(L.LightningDataModule):
     def __init__(self, cfg: RunConfig, task, tokenizer: Tokenizer | None = None):
@@ -84,7 +88,8 @@ class AblationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
-        return [self._loader(name, batch_size=self.cfg.data.batch_size, shuffle=False) for name in self.val_names]
+        batch_size = self.cfg.data.batch_size * EVAL_BATCH_FACTOR
+        return [self._loader(name, batch_size=batch_size, shuffle=False) for name in self.val_names]
 
 
 def _rank_and_world() -> tuple[int, int]:
