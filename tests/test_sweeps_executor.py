@@ -246,6 +246,26 @@ def test_finetune_sweep_needs_its_pretrain_sweep(fake, tmp_path):
     Executor(fake.options()).plan_all([ft])  # now fake_pre has finished runs
 
 
+@pytest.mark.parametrize("reads_it", [False, True])
+def test_the_next_sweep_starts_beside_the_last_runs_of_one_it_does_not_read(fake, tmp_path, monkeypatch, reads_it):
+    """Three runs on two workers: while fake_a's third runs, a free worker starts fake_b's first, unless
+    fake_b fine-tunes fake_a's runs (then it waits for all of them)."""
+    a = write_fake_sweep(tmp_path, "fake_a", parameters={"seed": {"values": [0, 1, 2]}})
+    b = write_fake_sweep(tmp_path, "fake_b", parameters={"seed": {"values": [0, 1]}}, experiment=(
+        "experiment: fake_b\nobjective: mlm\nmodel: {arch: encoder}\ndata: {task: pair}\n"
+        "finetune: {pretrained: 'auto:fake_a'}\ntrain: {monitor: val/acc, monitor_mode: max}\n") if reads_it else None)
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "0.2")
+    monkeypatch.setenv("FAKE_TRAIN_AWAIT", f"experiment=fake_a;seed=2|/fake_b/|{3 if reads_it else 30}")
+    results = Executor(fake.options(workers=2), run_fn=RUNNER).run([a, b])
+    assert [r.name for r in results] == ["fake_a", "fake_b"] and all(r.ok for r in results)
+    assert [r.count("finished") for r in results] == [3, 2]
+    last = next(r for r in summaries(fake.runs / "quick" / "fake_a").values() if r["config"]["seed"] == 2)
+    assert last["metrics"]["awaited"] == (0.0 if reads_it else 1.0)
+    calls = [c["run_dir"] for c in fake.calls()]
+    first_b = min(i for i, d in enumerate(calls) if "/fake_b/" in d)
+    assert first_b == 3  # after fake_a's three starts either way: sweeps keep their order
+
+
 # --- several processes -------------------------------------------------------------------------
 def test_two_executor_processes_share_one_grid(tmp_path):
     path = write_fake_sweep(tmp_path)
@@ -355,3 +375,21 @@ def test_no_credentials_no_network_uses_the_local_executor(tmp_path):
     assert len(calls) == 2
     assert all(c["WANDB_MODE"] == "offline" for c in calls), "runs must log offline without a login"
     assert not any(home.iterdir()), "nothing may be written to HOME (no login prompt, no settings)"
+
+
+def test_a_sweep_leaves_the_live_view_to_the_next_and_still_reports_its_last_runs():
+    from transformer_ablations.sweeps.progress import SweepProgress
+
+    out = io.StringIO()
+    first = SweepProgress("fake_a", 2, "val/acc", quiet=False, stream=out)
+    first.run_started("r1", "seed=1")
+    first.release_view()  # Rich allows one live view at a time: the next sweep's could not start otherwise
+    second = SweepProgress("fake_b", 1, "val/acc", quiet=False, stream=out)
+    first.run_finished("r1", "seed=1", "finished", 0.5, 1.0)
+    second.run_started("r2", "seed=0")
+    second.run_finished("r2", "seed=0", "finished", 0.7, 1.0)
+    second.close()
+    first.close()
+    text = out.getvalue()
+    assert "fake_a [1/2] finished r1 seed=1 val/acc=0.5" in text
+    assert "fake_a: 1/2 done: 1 finished" in text and "fake_b: 1/1 done: 1 finished" in text

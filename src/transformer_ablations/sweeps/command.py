@@ -105,7 +105,7 @@ def run_sweep(args: Namespace, argv: Sequence[str]) -> int:
     executor.check_runnable(plans)
     print(f"ablate sweep: no wandb login (or --offline): local executor; {_login_note()}", flush=True) \
         if mode != "offline" else print("ablate sweep: --offline: local executor, runs log to wandb offline", flush=True)
-    results = [executor.execute(plan) for plan in plans]
+    results = executor.execute_all(plans)
     failed = sum(r.count("failed") for r in results)
     interrupted = sum(r.count("interrupted") for r in results)
     if failed:

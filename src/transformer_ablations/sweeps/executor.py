@@ -23,6 +23,10 @@ in ``<run dir>/stdout.log``, killed with the executor (``PR_SET_PDEATHSIG``). A 
 without a final summary (crash, OOM kill) is recorded as ``failed`` with its exit code or signal,
 and the sweep goes on.
 
+Order. Several sweep files run in dependency order (a sweep that reads another's runs after it). While
+one sweep's last runs are in flight, the next one starts in the workers they leave free, unless it reads
+them: no worker idles at the end of each sweep.
+
 Index. ``runs/<suite>/<sweep>/sweep.json``: the sweep file's hash, method, metric and every point
 with its run id and status, written atomically.
 """
@@ -37,10 +41,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any
 
 from ..config import ConfigError, RunConfig
 from ..runs import records
@@ -61,6 +63,7 @@ from .child import (
 )
 from .index import metric_of, records_in, sweep_run, sweep_run_from_params, write_index
 from .progress import SweepProgress
+from .state import ActiveRun, ExecutorOptions, RunOutcome, SweepPlan, SweepResult, SweepRun
 from .validate import (
     Point,
     SweepSpec,
@@ -75,66 +78,6 @@ from .validate import (
 )
 
 RunFn = Callable[[RunConfig], dict]
-
-
-# --- options and results ---------------------------------------------------------------------
-@dataclass
-class ExecutorOptions:
-    scale: str | None = None  # None: the sweep file's `scale` value
-    runs_dir: str | Path = "runs"
-    suite: str | None = None  # records go to <runs_dir>/<suite>/<sweep>/; default: the scale
-    workers: int | None = None  # default: one per GPU group, else 1
-    gpus: Sequence[str] = ()  # device indices; each worker gets gpus_per_run of them
-    gpus_per_run: int = 1
-    max_runs: int | None = None  # first k grid points of each file (required for random/bayes)
-    retry_failed: bool = False
-    extra: dict = field(default_factory=dict)  # constant parameters added to every run (--set)
-    quiet: bool | None = None  # None: plain lines unless stdout is a terminal
-    wandb_offline: bool | None = None  # None: WANDB_MODE=offline for runs when there is no login
-    start_method: str | None = None  # fork (default where available) or spawn
-    poll_s: float = 0.2
-    retry_busy_s: float = 1.0  # how often runs held by another executor are looked at again
-    stream: Any = None  # progress output (default: stdout)
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    label: str
-    status: str
-    metric: Any = None
-    wall_s: float | None = None
-    error: str | None = None
-    ran_here: bool = False
-
-
-@dataclass
-class SweepResult:
-    name: str
-    sweep_dir: Path
-    total: int
-    outcomes: dict = field(default_factory=dict)  # run_id -> RunOutcome
-
-    def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes.values() if o.status == status)
-
-    @property
-    def ok(self) -> bool:
-        return self.count("failed") == 0 and len(self.outcomes) == self.total
-
-
-@dataclass
-class SweepPlan:
-    spec: SweepSpec
-    scale: str
-    out_dir: Path
-    points: list[Point]  # grid points (empty for random / bayes: suggested while running)
-    runs: list[Point]  # distinct runs, in grid order
-    needs: set = field(default_factory=set)
-
-    @property
-    def sweep_dir(self) -> Path:
-        return self.out_dir / self.spec.name
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -157,15 +100,6 @@ def resolve_run_fn(run_fn: RunFn | str | None) -> RunFn:
 
 
 # --- the executor --------------------------------------------------------------------------
-@dataclass
-class _Active:
-    point: Point
-    lock: RunLock
-    proc: Any
-    started: float
-    slot: int
-
-
 class Executor:
     def __init__(self, options: ExecutorOptions | None = None, run_fn: RunFn | str | None = None):
         self.options = options or ExecutorOptions()
@@ -260,7 +194,7 @@ class Executor:
         """Validate every file (nothing is written if one is refused), then run them in order."""
         plans = self.plan_all(paths)
         self.check_runnable(plans)
-        return [self.execute(plan) for plan in plans]
+        return self.execute_all(plans)
 
     def check_runnable(self, plans: Sequence[SweepPlan]) -> None:
         """Refuse what the local executor cannot run, and import the run function (once)."""
@@ -310,7 +244,8 @@ class Executor:
             env["WANDB_MODE"] = "offline"
         return env
 
-    def _start(self, ctx, subcommand: str, point: Point, lock: RunLock, slot: int, held_fds: list[int]) -> _Active:
+    def _start(self, ctx, subcommand: str, point: Point, lock: RunLock, slot: int, held_fds: list[int],
+               sweep: SweepRun) -> ActiveRun:
         point.run_dir.mkdir(parents=True, exist_ok=True)
         summary = records.read_summary(point.run_dir)
         if summary and summary.status == Status.FAILED:  # --retry-failed: train() resumes a `running` record
@@ -329,9 +264,9 @@ class Executor:
         )
         proc.daemon = False  # a run may start its own workers (DataLoader, DDP)
         proc.start()
-        return _Active(point, lock, proc, time.monotonic(), slot)
+        return ActiveRun(point, lock, proc, time.monotonic(), slot, sweep)
 
-    def _finish(self, active: _Active, progress: SweepProgress, metric_name: str | None) -> RunOutcome:
+    def _finish(self, active: ActiveRun, progress: SweepProgress, metric_name: str | None) -> RunOutcome:
         proc, point = active.proc, active.point
         proc.join(timeout=5)
         wall = time.monotonic() - active.started
@@ -377,90 +312,120 @@ class Executor:
         return SweepProgress(spec.name, total, spec.metric_name or (plan.runs[0].cfg.train.monitor if plan.runs else None),
                              spec.metric_goal, self.workers, o.quiet, o.stream, header)
 
-    def _fill_slots(self, ctx, plan: SweepPlan, pending: deque, busy: list, actives: dict, result: SweepResult,
-                    suggested: list, progress: SweepProgress) -> None:
-        """Start runs in the free worker slots: the next grid points (or search suggestions); a run
-        already done is counted, one held by another executor waits in ``busy``."""
-        grid, spec = plan.spec.method == "grid", plan.spec
+    def _fill_slots(self, ctx, sweep: SweepRun, actives: dict) -> None:
+        """Start runs of ``sweep`` in the free worker slots: its next grid points (or search suggestions);
+        a run already done is counted, one held by another executor waits in ``sweep.busy``."""
+        plan, progress, result = sweep.plan, sweep.progress, sweep.result
         free = [s for s in range(self.workers) if s not in {a.slot for a in actives.values()}]
         while free:
-            point = pending.popleft() if pending else (None if grid else self._suggest(plan, suggested, actives, result))
+            if sweep.pending:
+                point = sweep.pending.popleft()
+            else:
+                point = None if sweep.grid else self._suggest(plan, sweep.suggested, sweep.actives(actives), result)
             if point is None:
                 break
             if point.run_id in actives or point.run_id in result.outcomes:
                 continue
             state, what = self._claim(point)
             if state == "done":
-                status = what.status
                 metric = metric_of(what, progress.metric_name)
-                result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, status, metric,
+                result.outcomes[point.run_id] = RunOutcome(point.run_id, point.label, what.status, metric,
                                                            error=what.error)
-                progress.already_done(point.run_id, point.label, status, metric)
+                progress.already_done(point.run_id, point.label, what.status, metric)
                 continue
             if state == "busy":
-                busy.append(point)
+                sweep.busy.append(point)
                 continue
             slot = free.pop(0)
             held = [a.lock.fd for a in actives.values() if a.lock.fd is not None]
             held.append(what.fd)
             try:
-                actives[point.run_id] = self._start(ctx, spec.subcommand, point, what, slot, held)
+                actives[point.run_id] = self._start(ctx, plan.spec.subcommand, point, what, slot, held, sweep)
             except BaseException:
                 what.release()
                 raise
             progress.run_started(point.run_id, point.label)
 
+    def _open(self, plan: SweepPlan) -> SweepRun:
+        total = len(plan.runs) if plan.spec.method == "grid" else int(self.options.max_runs or 0)
+        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep = SweepRun(plan, self._progress(plan, total), SweepResult(plan.spec.name, plan.sweep_dir, total),
+                          deque(plan.runs), last_busy_retry=time.monotonic())
+        write_index(plan, sweep.suggested, self.options)
+        return sweep
+
+    def _may_open(self, plan: SweepPlan, open_: list[SweepRun], actives: dict) -> bool:
+        """The next sweep starts once the open ones have nothing left to start (only runs in flight), no
+        open one is a sweep it reads (``needs``), a worker is free, and both it and they are grids (a
+        search has no known end)."""
+        if not open_:
+            return True
+        return (len(actives) < self.workers and plan.spec.method == "grid"
+                and all(s.grid and s.exhausted and s.plan.spec.name not in plan.needs for s in open_))
+
     def execute(self, plan: SweepPlan) -> SweepResult:
+        return self.execute_all([plan])[0]
+
+    def execute_all(self, plans: Sequence[SweepPlan]) -> list[SweepResult]:
+        """Run the sweeps in order (``plan_all``'s dependency order). While one sweep's last runs are in
+        flight, the next one (if it does not read them) starts in the workers they leave free."""
         if self._run_fn is None:
             self._run_fn = resolve_run_fn(self._run_fn_spec)
-        o, spec = self.options, plan.spec
+        o = self.options
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # keep CUDA uninitialised before fork
         ctx = start_context(o.start_method)
-        grid = spec.method == "grid"
-        total = len(plan.runs) if grid else int(o.max_runs or 0)
-        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-        progress = self._progress(plan, total)
-        metric_name = progress.metric_name
-        result = SweepResult(spec.name, plan.sweep_dir, total)
-        actives: dict[str, _Active] = {}
-        pending: deque[Point] = deque(plan.runs)
-        busy: list[Point] = []
-        last_busy_retry = time.monotonic()
-        suggested: list[Point] = []  # random / bayes
-        write_index(plan, suggested, self.options)
+        waiting, open_, results = deque(plans), [], {}
+        actives: dict[str, ActiveRun] = {}
         old_term = install_sigterm()
         try:
-            while True:
-                self._fill_slots(ctx, plan, pending, busy, actives, result, suggested, progress)
-                progress.set_waiting(len(busy))
-                if not actives and not pending:
-                    if not busy:
-                        break
-                    # only runs held by another executor are left: look again in a moment
-                    progress.refresh()
-                    time.sleep(max(0.0, o.retry_busy_s - (time.monotonic() - last_busy_retry)))
-                if busy and not pending and time.monotonic() - last_busy_retry >= o.retry_busy_s:
-                    pending.extend(busy)
-                    busy.clear()
-                    last_busy_retry = time.monotonic()
-                if actives:
-                    ready = mp_wait([a.proc.sentinel for a in actives.values()], timeout=o.poll_s)
-                    finished = [rid for rid, a in actives.items() if a.proc.sentinel in ready]
-                    for rid in finished:
-                        outcome = self._finish(actives.pop(rid), progress, metric_name)
-                        result.outcomes[rid] = outcome
-                    if finished:
-                        write_index(plan, suggested, self.options)
-                progress.refresh()
+            while waiting or open_:
+                while waiting and self._may_open(waiting[0], open_, actives):
+                    for earlier in open_:
+                        earlier.progress.release_view()  # one live view at a time: the newest sweep's
+                    open_.append(self._open(waiting.popleft()))
+                for sweep in open_:
+                    self._fill_slots(ctx, sweep, actives)
+                    sweep.progress.set_waiting(len(sweep.busy))
+                for sweep in [s for s in open_ if not s.pending and not s.busy and not s.actives(actives)]:
+                    open_.remove(sweep)
+                    write_index(sweep.plan, sweep.suggested, o)
+                    sweep.progress.close()
+                    results[sweep.plan.spec.name] = sweep.result
+                self._wait(open_, actives)
         except (KeyboardInterrupt, RunInterrupted):
             self._stop_all(actives)
             raise
         finally:
             restore_sigterm(old_term)
-            with contextlib.suppress(Exception):
-                write_index(plan, suggested, self.options)
-            progress.close()
-        return result
+            for sweep in open_:
+                with contextlib.suppress(Exception):
+                    write_index(sweep.plan, sweep.suggested, o)
+                sweep.progress.close()
+        return [results[p.spec.name] for p in plans]
+
+    def _wait(self, open_: list[SweepRun], actives: dict) -> None:
+        """Until a run ends (or the poll interval passes); runs held by another executor are looked at
+        again every ``retry_busy_s``."""
+        o = self.options
+        for sweep in open_:
+            if sweep.busy and not sweep.pending and time.monotonic() - sweep.last_busy_retry >= o.retry_busy_s:
+                sweep.pending.extend(sweep.busy)
+                sweep.busy.clear()
+                sweep.last_busy_retry = time.monotonic()
+        if not actives:
+            if open_:  # only runs held by another executor are left: look again in a moment
+                for sweep in open_:
+                    sweep.progress.refresh()
+                time.sleep(max(0.0, o.retry_busy_s - min(time.monotonic() - s.last_busy_retry for s in open_)))
+            return
+        ready = mp_wait([a.proc.sentinel for a in actives.values()], timeout=o.poll_s)
+        for rid in [rid for rid, a in actives.items() if a.proc.sentinel in ready]:
+            active = actives.pop(rid)
+            sweep = active.sweep
+            sweep.result.outcomes[rid] = self._finish(active, sweep.progress, sweep.progress.metric_name)
+            write_index(sweep.plan, sweep.suggested, o)
+        for sweep in open_:
+            sweep.progress.refresh()
 
     # --- random / bayes ---------------------------------------------------------------------------
     def _suggest(self, plan: SweepPlan, suggested: list[Point], actives: dict, result: SweepResult) -> Point | None:

@@ -14,6 +14,10 @@ import sys
 import time
 from typing import TextIO
 
+# Rich shows one live view at a time: the newest sweep's. A sweep that left it (its last runs still in
+# flight while the next sweep starts) prints its lines through the view on screen.
+_LIVE_VIEWS: list = []
+
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
@@ -67,6 +71,7 @@ class SweepProgress:
             self._console = Console(file=self.stream)
             self._live = Live(self._renderable(), console=self._console, auto_refresh=False, transient=False)
             self._live.start()
+            _LIVE_VIEWS.append(self._live)
 
     # --- events -----------------------------------------------------------------------------
     @property
@@ -136,8 +141,9 @@ class SweepProgress:
 
     # --- rendering ------------------------------------------------------------------------------
     def _print(self, line: str) -> None:
-        if self._live is not None:
-            self._live.console.print(line, markup=False, highlight=False)
+        live = self._live or (_LIVE_VIEWS[-1] if _LIVE_VIEWS else None)
+        if live is not None:
+            live.console.print(line, markup=False, highlight=False)
         else:
             print(line, file=self.stream, flush=True)
 
@@ -180,10 +186,17 @@ class SweepProgress:
             self._last_render = now
             self._live.update(self._renderable(), refresh=True)
 
+    def release_view(self) -> None:
+        """Leave the live view to the next sweep: this one's last state stays on screen, and its later
+        events print as lines."""
+        if self._live is None:
+            return
+        self.refresh(force=True)
+        self._live.stop()
+        _LIVE_VIEWS.remove(self._live)
+        self._live, self.quiet = None, True
+
     def close(self) -> None:
-        if self._live is not None:
-            self.refresh(force=True)
-            self._live.stop()
-            self._live = None
+        self.release_view()
         self._print(f"{self.name}: {self.status_line()}"
                     + (f"; best {self.metric_name} {fmt_metric(self.best[0])} ({self.best[1]})" if self.best else ""))

@@ -13,7 +13,10 @@ Controlled by environment variables (inherited by the executor's children):
 * ``FAKE_TRAIN_DIVERGE`` / ``FAKE_TRAIN_RAISE`` / ``FAKE_TRAIN_EXIT`` / ``FAKE_TRAIN_SIGKILL``:
   ``key=value[;key=value...]`` conditions on the flat config (e.g. ``model.positional=none``):
   a matching run diverges, raises, exits with code 3 (no summary), or SIGKILLs itself
-  (like the OOM killer).
+  (like the OOM killer);
+* ``FAKE_TRAIN_AWAIT``: ``<conditions>|<text>|<seconds>``: a matching run waits (at most ``seconds``)
+  until a line of ``FAKE_TRAIN_LOG`` contains ``text`` (another run has started), and records whether
+  it saw one as the metric ``awaited`` (1.0 / 0.0).
 
 Use it from the command line with ``ablate sweep ... --runner transformer_ablations.sweeps.testing:fake_train``.
 """
@@ -52,6 +55,15 @@ def _log(line: str) -> None:
             os.close(fd)
 
 
+def _await_log(text: str, seconds: str) -> bool:
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        if any(text in line for line in Path(os.environ["FAKE_TRAIN_LOG"]).read_text().splitlines()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def fake_train(cfg) -> dict:
     run_dir = records.run_dir_for(cfg)
     existing = records.read_summary(run_dir)
@@ -82,6 +94,9 @@ def fake_train(cfg) -> dict:
         raise RuntimeError("fake training error")
     value = int(hashlib.sha256(records.run_id_for(cfg).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     metrics = {cfg.train.monitor: value, "train/loss": 1.0 - value}
+    cond, _, wait_for = os.environ.get("FAKE_TRAIN_AWAIT", "").partition("|")
+    if _matches(flat, cond):
+        metrics["awaited"] = float(_await_log(*wait_for.split("|")))
     if _matches(flat, os.environ.get("FAKE_TRAIN_DIVERGE", "")):
         summary.status, summary.diverged_step, summary.metrics = Status.DIVERGED, 3, {"train/loss": float("nan")}
     else:
