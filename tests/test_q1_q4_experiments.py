@@ -341,7 +341,32 @@ def test_q1_final_sweep_runs_after_the_selection_sweep(monkeypatch, tmp_path):
         ex.plan_all([ROOT / "sweeps/q1_scaling.yaml"])  # alone, with no selection runs yet
 
 
-@pytest.mark.parametrize("name", ["q1_lr_select", "q2_lookup"])
+def test_every_q4_arm_trains_at_its_own_tuned_lr_with_seeds_no_q1_run_has(monkeypatch, tmp_path):
+    """Dot arms are Q1's settings exactly, so they take Q1's choice; additive arms have a selection sweep
+    of their own over the same grid; the final Q4 runs share no seed with Q1's runs (none is a copy)."""
+    from transformer_ablations.sweeps.executor import Executor, ExecutorOptions
+    from transformer_ablations.training.lr_select import _identity
+
+    monkeypatch.chdir(ROOT)
+    names = ("q1_lr_select", "q1_scaling", "q4_lr_select", "q4_additive")
+    plans = {p.spec.name: p for p in Executor(ExecutorOptions(scale="quick", runs_dir=str(tmp_path))).plan_all(
+        [ROOT / "sweeps" / f"{n}.yaml" for n in names])}
+    assert [n for n in plans] == list(names) and plans["q4_additive"].needs == {"q1_lr_select", "q4_lr_select"}
+    selection = {n: [r.cfg for r in plans[n].runs] for n in ("q1_lr_select", "q4_lr_select")}
+    grids = {n: sorted({c.train.lr for c in cfgs}) for n, cfgs in selection.items()}
+    assert grids["q1_lr_select"] == grids["q4_lr_select"]
+    q1_seeds = {r.cfg.seed for n in ("q1_lr_select", "q1_scaling") for r in plans[n].runs}
+    finals = [r.cfg for r in plans["q4_additive"].runs]
+    assert len(finals) == 30 and not {c.seed for c in finals} & q1_seeds
+    for cfg in finals:
+        sweep = {"dot": "q1_lr_select", "additive": "q4_lr_select"}[cfg.model.attention.kind]
+        assert cfg.train.lr_from == f"auto:{sweep}"
+        mine = _identity(flatten(to_dict(cfg)))
+        assert sum(_identity(flatten(to_dict(c))) == mine for c in selection[sweep]) == 8  # 4 lrs x 2 seeds
+    assert all(c.train.lr_from is None and c.model.attention.kind == "additive" for c in selection["q4_lr_select"])
+
+
+@pytest.mark.parametrize("name", ["q1_lr_select", "q2_lookup", "q4_lr_select"])
 def test_new_sweep_files_validate_at_every_scale(name, monkeypatch):
     from transformer_ablations.sweeps.validate import validate_sweep
 
