@@ -49,10 +49,17 @@ def suite(tmp_path_factory):
 
 
 STANDALONE = ["q1_scaling", "q2_positional", "q3_attention", "q4_additive", "q5_pretrain"]
+# experiments whose runs take their lr from a selection sweep (q4_additive's `when` blocks): a selection run
+# with the same settings is trained first, under the selection sweep's name and another seed (a run at the
+# selection's seed and lr would be that run's copy, without checkpoints of its own)
+SELECTION_FIRST = {"q4_additive": "q1_lr_select"}
 
 
 @pytest.mark.parametrize("experiment", STANDALONE + ["q5_finetune", "q6_cls_sep", "q6_sep_segments"])
 def test_every_experiment_trains_evaluates_and_writes_its_record(experiment, suite):
+    if experiment in SELECTION_FIRST:
+        selection = cfg_for(experiment, suite, f"--experiment={SELECTION_FIRST[experiment]}", "--seed=1")
+        assert train(selection)["status"] == "finished"
     cfg = cfg_for(experiment, suite)
     result = train(cfg)
     assert result["status"] in ("finished", "exists")
@@ -65,6 +72,8 @@ def test_every_experiment_trains_evaluates_and_writes_its_record(experiment, sui
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert summary["peak_rss_mb"] > 0 and summary["wall_time_s"] > 0
     assert "train/tokens_per_s" in summary["metrics"]
+    if experiment in SELECTION_FIRST:
+        assert summary["lr_selection"]["sweep"] == SELECTION_FIRST[experiment]
 
 
 def test_learns_far_above_chance(tmp_path):
