@@ -238,7 +238,7 @@ def test_finetune_sweep_needs_its_pretrain_sweep(fake, tmp_path):
     ft = write_fake_sweep(tmp_path, "fake_ft", parameters={"seed": {"values": [0, 1]}}, experiment=(
         "experiment: fake_ft\nobjective: mlm\nmodel: {arch: encoder}\ndata: {task: pair}\n"
         "finetune: {pretrained: 'auto:fake_pre'}\ntrain: {monitor: val/acc, monitor_mode: max}\n"))
-    with pytest.raises(ConfigError, match="fake_ft fine-tunes the runs of sweep fake_pre"):
+    with pytest.raises(ConfigError, match=r"fake_ft reads the runs of sweep fake_pre \(a checkpoint, the lr it chose or its tokenizer\), but .* has no finished run; run both in order"):
         Executor(fake.options(), run_fn=RUNNER).run([ft])
     assert not fake.runs.exists()
     results = Executor(fake.options(max_runs=2), run_fn=RUNNER).run([ft, pre])  # given out of order

@@ -179,7 +179,7 @@ class Executor:
             for need in sorted(plan.needs - given):
                 if not self._has_finished_runs(plan.out_dir / need):
                     raise ConfigError(
-                        f"{plan.spec.name} fine-tunes the runs of sweep {need}, but {plan.out_dir / need} has no "
+                        f"{plan.spec.name} reads the runs of sweep {need} (a checkpoint, the lr it chose or its tokenizer), but {plan.out_dir / need} has no "
                         f"finished run; run both in order: ablate sweep {need} {plan.spec.name} --scale {plan.scale}"
                     )
         return plans
