@@ -208,11 +208,14 @@ def measure(
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown attention kind {kind!r}; valid: {', '.join(KINDS)}")
-    d_ks = [d_k] if isinstance(d_k, int) else list(d_k)
     rows: list[dict] = []
-    for dk in d_ks:
+    for dk in _d_ks(d_k):
         rows += _measure_dk(kinds, lengths, dk, n_heads, batch, repeats, device, causal, min_time_s, progress, compile)
     return rows
+
+
+def _d_ks(d_k: int | Sequence[int]) -> list[int]:
+    return [d_k] if isinstance(d_k, int) else list(d_k)
 
 
 def compile_only(
@@ -225,15 +228,15 @@ def compile_only(
     causal: bool = False,
     compile: str | Callable | None = None,
 ) -> int:
-    """Compile every compiled kind's layer (every kind's, with ``compile``) at each d_k and T (forward and backward) and time nothing ->
-    how many layers were compiled. Inductor keeps what it compiled on disk, so a later :func:`measure`
+    """Compile every compiled kind's layer (every kind's, with ``compile``) at each d_k and T, forward
+    and backward, and time nothing -> how many layers were compiled. (Same arguments as :func:`measure`.) Inductor keeps what it compiled on disk, so a later :func:`measure`
     in another process starts warm: ``make quick`` runs this at the lowest CPU priority beside the
     sweeps, in the cycles their workers leave idle."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     compiled = [k for k in kinds if compile is not None or k in COMPILED_KINDS]
     _allow_recompiles(8 * len(kinds) * len(lengths))
     n = 0
-    for dk in [d_k] if isinstance(d_k, int) else list(d_k):
+    for dk in _d_ks(d_k):
         for t in lengths:
             for kind in compiled:
                 step = layer_step(kind, t, dk, n_heads, batch, device, causal, compile=compile)
