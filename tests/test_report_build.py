@@ -71,7 +71,7 @@ EXPERIMENTS = {
                               "set": {"model.arch": "decoder", "model.segment_embeddings": True}},
                              {"if": {"objective": "mlm_nsp"}, "set": {"model.segment_embeddings": True}}]},
     "q5_finetune": {"data": {"task": "single"}, "finetune": FINETUNE, "train": ACC},
-    "q6_cls_sep": {"data": {"task": "pair"}, "finetune": FINETUNE, "train": ACC},
+    "q6_cls_sep": {"data": {"task": "single"}, "finetune": FINETUNE, "train": ACC},
     "q6_sep_segments": {"data": {"task": "pair_tag"}, "finetune": FINETUNE, "train": ACC},
 }
 FINETUNE_SWEEPS = ("q5_finetune", "q6_cls_sep", "q6_sep_segments")
