@@ -86,7 +86,9 @@ def test_additive_chunks_equal_one_chunk(make_model_cfg, scaling):
     grads = {n: p.grad for n, p in chunked.named_parameters()}
     for name, p in whole.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert torch.allclose(grads[name], p.grad, atol=1e-6), name
+        # fp32 gradients summed in another order (chunk by chunk), with cancellations: equal to 1e-4 of the
+        # tensor's own scale (unit v_a makes some ~10); a fixed atol fails on some CPUs' kernels, a lost chunk does not pass
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-4 * float(p.grad.abs().max()))
     assert chunked.decoder.blocks[0].self_attn.core.v_a.grad.abs().sum() > 0  # the score parameters learn
 
 
