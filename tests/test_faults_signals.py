@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +48,39 @@ def test_a_swallowed_signal_is_raised_again_until_it_is_recorded():
         raise_if_interrupted()  # answered: passes
     with interrupts_raise():  # the next use starts clean
         raise_if_interrupted()
+
+
+class _SignalsOnCollection:
+    """An object whose finaliser is where the signal lands: Python cannot raise from ``__del__``."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here, inside the finaliser
+
+
+def test_a_signal_inside_a_finaliser_is_remembered_without_a_traceback():
+    seen = []  # what reaches the hook that prints "Exception ignored in ...: Traceback ..."
+    previous, sys.unraisablehook = sys.unraisablehook, seen.append
+    try:
+        with interrupts_raise():
+            obj = _SignalsOnCollection()
+            start = time.monotonic()
+            del obj  # Python cannot raise from a finaliser: the exception goes to sys.unraisablehook
+            assert time.monotonic() - start < 4, "the SIGTERM handler did not raise"
+            with pytest.raises(RunInterrupted) as err:  # remembered: the next safe point raises it
+                raise_if_interrupted()
+            assert err.value.name == "SIGTERM"
+            interrupt_recorded()
+            _Raises()  # another exception in a finaliser still reaches the previous hook
+        assert [type(u.exc_value) for u in seen] == [ValueError]
+        assert sys.unraisablehook == seen.append  # restored on exit
+    finally:
+        sys.unraisablehook = previous
+
+
+class _Raises:
+    def __del__(self):
+        raise ValueError("not a signal")  # no reference is kept: the finaliser runs at once
 
 
 @pytest.mark.parametrize("where", ["prepare", "batch", "after_last_batch"])

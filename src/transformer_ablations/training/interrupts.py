@@ -13,7 +13,9 @@ A signal is never lost to library code that swallows exceptions: `datasets`' fin
 wraps dill in a bare ``except:``, so a SIGTERM landing there used to vanish and the run finished
 with exit 0. The received signal is remembered, and :func:`raise_if_interrupted` raises it again at
 the safe points: after data preparation, before every training and validation batch
-(``callbacks.InterruptCheck``), after ``fit`` and before the CLI exits.
+(``callbacks.InterruptCheck``), after ``fit`` and before the CLI exits. A signal that lands in code
+Python itself cannot raise from (a weakref callback, ``__del__``, a GC finaliser) is remembered the
+same way; its "Exception ignored in ..." traceback is not printed (:func:`_quiet_unraisable`).
 
 This module imports no Lightning (and so no matplotlib): the CLI imports it for every command.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -54,6 +57,17 @@ def exit_code_of(name: str | None) -> int:
 _STATE: dict = {"depth": 0, "received": None, "recorded": False}
 
 
+def _quiet_unraisable(previous):
+    """A ``sys.unraisablehook`` that drops :class:`RunInterrupted` (remembered in ``_STATE``, raised
+    again at the next safe point) and hands every other unraisable exception to ``previous``."""
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, RunInterrupted):
+            previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def interrupts_raise():
     """SIGINT / SIGTERM raise :class:`RunInterrupted` in this process (the main thread; elsewhere
@@ -72,6 +86,7 @@ def interrupts_raise():
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable(sys.unraisablehook)
     _STATE["depth"] += 1
     try:
         yield
@@ -79,6 +94,7 @@ def interrupts_raise():
         _STATE["depth"] -= 1
         if _STATE["depth"] == 0:
             _STATE.update(received=None, recorded=False)
+        sys.unraisablehook = previous_hook
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
 
