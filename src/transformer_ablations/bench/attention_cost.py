@@ -229,9 +229,10 @@ def compile_only(
     compile: str | Callable | None = None,
 ) -> int:
     """Compile every compiled kind's layer (every kind's, with ``compile``) at each d_k and T, forward
-    and backward, and time nothing -> how many layers were compiled. (Same arguments as :func:`measure`.) Inductor keeps what it compiled on disk, so a later :func:`measure`
-    in another process starts warm: ``make quick`` runs this at the lowest CPU priority beside the
-    sweeps, in the cycles their workers leave idle."""
+    and backward, and time nothing -> how many layers were compiled (the arguments are
+    :func:`measure`'s). Inductor keeps what it compiled on disk, so a later :func:`measure` in another
+    process starts warm: ``make quick`` runs this at the lowest CPU priority beside the sweeps, in the
+    cycles their workers leave idle."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     compiled = [k for k in kinds if compile is not None or k in COMPILED_KINDS]
     _allow_recompiles(8 * len(kinds) * len(lengths))

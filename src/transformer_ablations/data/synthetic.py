@@ -22,7 +22,8 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
   ``translate`` maps the corpus words word-for-word into a disjoint pseudo-language and reorders
   each clause SVO -> SOV with adjectives after their noun.
 - ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
-- ``pair`` (Q5/Q6): label 1 iff sentence B keeps the mood of sentence A.
+- ``pair``: label 1 iff sentence B keeps the mood of sentence A (for fine-tuning by hand; no sweep
+  reads it since Q6's [CLS] half moved to ``single``: an XOR of two moods is no task for a linear probe).
 - ``pair_tag`` (Q5/Q6): token tagging; every content word of A (a sentence of mixed mood) is tagged
   with the mood of B, so a left-to-right reader of A is at chance; no "." or other boundary word.
 - ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
