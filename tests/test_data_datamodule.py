@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 
-from transformer_ablations.config import DataConfig, ModelConfig, RunConfig, Task
+from transformer_ablations.config import ConfigError, DataConfig, ModelConfig, RunConfig, Task
 from transformer_ablations.data import synthetic
 from transformer_ablations.data.datamodule import EVAL_BATCH_FACTOR
 from transformer_ablations.tasks import CLASSIFICATION, SEQ2SEQ, build_datamodule, prepare, tasks_of
@@ -201,3 +201,34 @@ def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
     again = prepare(cfg)
     assert not again.from_cache and len(again.splits["train"]) == len(p.splits["train"])
     assert prepare(cfg).from_cache
+
+
+def test_a_real_corpus_selection_split_is_carved_from_train_never_from_val(tmp_path):
+    """data.selection_split on a labelled file: val_select (where lr is chosen) is rows of the training
+    file that training no longer sees, and no row of the reported val split."""
+    d = tmp_path / "glue"
+    d.mkdir()
+    (d / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"train row {i} is {'good' if i % 2 else 'bad'}\t{i % 2}\n"
+                                                               for i in range(60)))
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"dev row {i} is {'good' if i % 2 else 'bad'}\t{i % 2}\n"
+                                                             for i in range(10)))
+    cfg = _cfg(tmp_path, "single", source=f"file:{d}", vocab_size=60, n_train=0, n_val=0, selection_split=True)
+    dm = build_datamodule(cfg)
+    dm.setup()
+    assert dm.val_names == ["val", "val_select"]
+    text = {name: {tuple(r["a_ids"]) for r in dm.datasets[name]} for name in ("train", "val", "val_select")}
+    assert len(dm.datasets["val_select"]) == 10 and len(dm.datasets["train"]) == 50  # as many as val has
+    assert not text["val_select"] & text["train"] and not text["val_select"] & text["val"]
+    row = dm.tokenizer.decode(list(next(iter(text["val_select"]))))
+    assert row.startswith("train row"), row
+    too_many = _cfg(tmp_path, "single", source=f"file:{d}", vocab_size=60, n_train=0, n_val=60, selection_split=True)
+    with pytest.raises(ConfigError, match=r"val_select needs 60 of the 60 training rows"):
+        build_datamodule(too_many).setup()
+
+
+def test_a_corpus_without_a_third_split_rejects_the_selection_split(tmp_path):
+    from transformer_ablations.tasks import check_run
+
+    cfg = _cfg(tmp_path, "corpus", "mlm", source="file:story.txt", selection_split=True)
+    with pytest.raises(ConfigError, match=r"data.selection_split=true needs data.source=synthetic .*data.source=file"):
+        check_run(cfg)

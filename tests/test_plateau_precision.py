@@ -132,3 +132,32 @@ def test_learning_curves_note_an_lr_chosen_at_the_edge_of_its_grid(tmp_path):
     assert any("d_k=16: the chosen lr 0.003 is the largest of the grid (0.0003, 0.001, 0.003)" in n for n in edge)
     assert any("d_k=256: the chosen lr 0.0003 is the smallest" in n for n in edge)
     assert not any("d_k=64" in n for n in edge)  # an inner choice is no edge
+
+
+def test_the_report_tables_each_arms_lr_choice_and_a_per_arm_lr_is_no_average(tmp_path):
+    """Arms with their own lr (train.lr_from): the report shows each arm's selection scores and choice,
+    and a figure cell whose runs share one lr says nothing about averaging over lr."""
+    from transformer_ablations.report.collect import RunRecord
+    from transformer_ablations.report.lr_choices import lr_choice_blocks
+    from transformer_ablations.report.plotting import _averaged_note, _Notes
+
+    def run(seed: int, obj: str, lr: float, scores: dict) -> RunRecord:
+        grid = {str(g): {"mean": m, "n": 2} for g, m in scores.items()}
+        return RunRecord("q5_finetune", f"s{seed}-{obj}", "finished", {"objective": obj, "train.lr": lr, "seed": seed},
+                         {"val/acc": 0.9}, seed=seed,
+                         lr_selection={"sweep": "q5_lr_select", "metric": "val_select/acc", "lr": lr, "grid": grid})
+    runs = [run(s, "mlm", 1e-3, {1e-3: 0.91, 4e-3: 0.88}) for s in (0, 1, 2)]
+    runs += [run(s, "causal", 4e-3, {1e-3: 0.70, 4e-3: 0.95}) for s in (0, 1, 2)]
+    blocks = lr_choice_blocks(["q5_finetune"], {"q5_finetune": runs}, {"q5_finetune": {"objective": ["mlm", "causal"]}})
+    table = blocks[1]
+    assert table.headers == ["arm", "lr 0.001", "lr 0.004", "chosen lr"]
+    assert table.rows == [["objective=causal", "0.700 (n=2)", "**0.950 (n=2)**", "0.004"],
+                          ["objective=mlm", "**0.910 (n=2)**", "0.880 (n=2)", "0.001"]]
+    assert "q5_lr_select" in blocks[2].text and "val_select/acc" in blocks[2].text
+    assert lr_choice_blocks(["q5_finetune"], {"q5_finetune": [RunRecord("q5_finetune", "x", "finished", {}, {})]}, {}) == []
+    notes = _Notes()
+    _averaged_note(runs, ("objective",), notes)
+    assert notes.lines() == []  # one lr per arm: no average
+    mixed = [*runs, run(3, "mlm", 4e-3, {1e-3: 0.91, 4e-3: 0.88})]
+    _averaged_note(mixed, ("objective",), notes)
+    assert notes.lines() == ["per seed, averaged over train.lr ∈ {0.001, 0.004}"]

@@ -20,7 +20,8 @@ def test_every_sweep_file_runs_at_smoke_scale(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
     files = sorted(str(p) for p in (ROOT / "sweeps").glob("q*.yaml"))
-    assert len(files) == 12  # + q1_lr_select, q1_bf16, q2_lookup, q4_lr_select (issue 15), q6_sep_segments (issue 16)
+    assert len(files) == 15  # + q1_lr_select, q1_bf16, q2_lookup, q4_lr_select (issue 15), q6_sep_segments and the
+    # fine-tuning lr selections q5_lr_select, q6_cls_lr_select, q6_sep_lr_select (issue 16)
     # q1_bf16 (d_k = 256 only) takes its lr from q1_lr_select runs at d_k = 256, which the first two grid
     # points of q1_lr_select (d_k = 16) are not: train those two first
     assert dispatch(["sweep", str(ROOT / "sweeps/q1_lr_select.yaml"), "--scale", "smoke", "--max-runs", "2",

@@ -28,7 +28,7 @@ TABLE = {
         "objective": ["mlm", "mlm_nsp", "causal"], "model.segment_embeddings": [True, False]}),
     "q5_finetune": ("finetune", "val/acc", "maximize", {
         "objective": ["mlm", "mlm_nsp", "causal", "none"], "data.task": ["single", "pair_tag"],
-        "data.n_train": [64, 256, 1024]}),
+        "data.n_train": [16, 64, 256]}),
     "q6_cls_sep": ("finetune", "val/acc", "maximize", {
         "finetune.pooling": ["cls", "mean"], "finetune.mode": ["full", "probe"], "objective": ["mlm", "mlm_nsp"]}),
     "q6_sep_segments": ("finetune", "val/acc", "maximize", {
@@ -36,7 +36,9 @@ TABLE = {
 }
 
 
-CONSTANTS = {"q1_scaling": {"train.lr_from": "auto:q1_lr_select"}}  # one-value parameters besides scale
+CONSTANTS = {"q1_scaling": {"train.lr_from": "auto:q1_lr_select"},  # one-value parameters besides scale
+             "q5_finetune": {"train.lr_from": "auto:q5_lr_select"}, "q6_cls_sep": {"train.lr_from": "auto:q6_cls_lr_select"},
+             "q6_sep_segments": {"train.lr_from": "auto:q6_sep_lr_select"}}
 FIRST_SEED = {"q4_additive": 5}  # Q4's own seeds: none of its runs is a Q1 run (same settings as Q1's dot arms)
 
 
@@ -94,11 +96,11 @@ def test_q5_and_q6_run_after_q5_pretrain(monkeypatch, tmp_path):
     from transformer_ablations.sweeps.validate import resolve_sweep_files
 
     monkeypatch.chdir(ROOT)
-    files = resolve_sweep_files(["q6_cls_sep", "q5"])  # q5 -> q5_finetune, q5_pretrain (alphabetical)
+    files = resolve_sweep_files(["q6_cls_sep", "q6_cls_lr_select", "q5"])  # q5 -> q5_finetune, q5_lr_select, q5_pretrain
     plans = Executor(ExecutorOptions(scale="smoke", runs_dir=tmp_path, max_runs=1)).plan_all(files)
     order = [p.spec.name for p in plans]
-    assert order.index("q5_pretrain") < order.index("q5_finetune")
-    assert order.index("q5_pretrain") < order.index("q6_cls_sep")
+    assert order.index("q5_pretrain") < order.index("q5_lr_select") < order.index("q5_finetune")
+    assert order.index("q5_pretrain") < order.index("q6_cls_lr_select") < order.index("q6_cls_sep")
     assert not any(tmp_path.iterdir()), "planning writes nothing"
 
 

@@ -41,7 +41,7 @@ Task = Literal[
     "lookup",  # offset lookup: the token k places before the query (Q1, Q2, Q4; needs positions)
     "single",  # single-sentence classification (Q5/Q6)
     "pair",  # sentence-pair classification (Q5/Q6)
-    "pair_tag",  # sentence-pair token tagging: each word of A tagged with B's mood (Q5/Q6; no boundary word)
+    "pair_tag",  # sentence-pair token tagging: each word of A tagged with the mood of B's first clause (Q5/Q6; no boundary word)
 ]
 Scale = Literal["smoke", "quick", "real", "full"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]

@@ -161,10 +161,12 @@ def build_seq2seq(cfg: RunConfig, task, kind: str, ms: list[int], tokenizer: Tok
         raw = {name: task.examples(cfg, name, sizes[name], seeds[name], Ln, mult[name]) for name, Ln in lengths.items()}
     else:
         pd = source
-        raw = {"train": _shuffled(pd.train, "train"), "val": _shuffled(pd.val, "val")}
+        train, select = _held_out(pd.train, len(pd.val), d)
+        raw = {"train": _shuffled(train, "train"), "val": _shuffled(pd.val, "val"),
+               **({"val_select": select} if d.selection_split else {})}
         if tokenizer is None:
             tokenizer, store_tokenizer = Tokenizer.train_deferred(
-                (t for r in pd.train for t in (r["source"], r["target"])), d.vocab_size, d.cache_dir, "unigram")
+                (t for r in train for t in (r["source"], r["target"])), d.vocab_size, d.cache_dir, "unigram")
     tok = tokenizer
     for name, rows in raw.items():
         ds = _tokenize_rows(rows, tok, {"source": "src_ids", "target": "tgt_ids"}, [])
@@ -194,12 +196,13 @@ def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokeniz
         num_classes = task.num_classes
     else:
         ld = source
-        raw = {"train": _cap(_shuffled(ld.train, "train"), d.n_train),
-               "val": _cap(_shuffled(ld.val, "val"), d.n_val)}
+        train, select = _held_out(ld.train, len(ld.val), d)
+        raw = {"train": _cap(_shuffled(train, "train"), d.n_train),
+               "val": _cap(_shuffled(ld.val, "val"), d.n_val), **({"val_select": select} if d.selection_split else {})}
         num_classes = ld.num_classes
         if tokenizer is None:
             tokenizer, store_tokenizer = Tokenizer.train_deferred(
-                (t for r in ld.train for t in (r["text_a"], r["text_b"]) if t), d.vocab_size, d.cache_dir, "unigram")
+                (t for r in train for t in (r["text_a"], r["text_b"]) if t), d.vocab_size, d.cache_dir, "unigram")
     tok = tokenizer
     fields = {"text_a": "a_ids", **({"text_b": "b_ids"} if pair_task else {})}
     for name, rows in raw.items():
@@ -207,6 +210,20 @@ def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokeniz
         if target == "tags" and any(len(a) != len(t) for a, t in zip(splits[name]["a_ids"], splits[name]["tags"])):
             raise ConfigError(f"data.task={task.name} needs one token per word of A (a word-level tokenizer)")
     return splits, tok, num_classes, store_tokenizer
+
+
+def _held_out(train: list, n_val: int, d) -> tuple[list, list]:
+    """A real corpus has no third split: with ``data.selection_split`` its ``val_select`` (where lr is
+    chosen) is carved out of the training rows (``data.n_val`` of them, else as many as ``val`` has),
+    never out of ``val`` (reported, never selected on). Returns (train rows left, val_select rows)."""
+    if not d.selection_split:
+        return train, []
+    rows = _shuffled(train, "val_select")
+    k = d.n_val if d.n_val > 0 else n_val
+    if k >= len(rows):
+        raise ConfigError(f"data.selection_split=true: val_select needs {k} of the {len(rows)} training rows of "
+                          f"data.source={d.source}; set a smaller data.n_val")
+    return rows[k:], rows[:k]
 
 
 def _shuffled(rows: list, name: str) -> list:

@@ -21,11 +21,14 @@ World of the corpus (shared by ``corpus``, ``single``, ``pair`` and the source s
 - ``reverse`` / ``sort`` / ``translate`` (Q3): seq2seq with source length spread over [min, max].
   ``translate`` maps the corpus words word-for-word into a disjoint pseudo-language and reorders
   each clause SVO -> SOV with adjectives after their noun.
-- ``single`` (Q5/Q6): sentence polarity, carried by its verb and its non-neutral adjectives.
+- ``single`` (Q5/Q6): sentence polarity, the polarity of its verb; its adjectives draw their own
+  (distractors: counting polar words is right on about 4 in 5 sentences).
 - ``pair``: label 1 iff sentence B keeps the mood of sentence A (for fine-tuning by hand; no sweep
   reads it since Q6's [CLS] half moved to ``single``: an XOR of two moods is no task for a linear probe).
-- ``pair_tag`` (Q5/Q6): token tagging; every content word of A (a sentence of mixed mood) is tagged
-  with the mood of B, so a left-to-right reader of A is at chance; no "." or other boundary word.
+- ``pair_tag`` (Q5/Q6): token tagging; a row is three clauses of their own moods, A the first one or two;
+  every content word of A is tagged with the mood of B's first clause, so a left-to-right reader of A is
+  at chance, and a reader who does not know where B begins reads the right clause half the time at best
+  (no "." or other boundary word).
 - ``single`` and ``pair`` hold words out: the *train* split uses only the first half of the
   verbs and adjectives of each polarity, the *val* split only the other half. A model must know
   the held-out words' classes from somewhere else: pretraining on ``corpus`` teaches them (distributional semantics),
@@ -273,15 +276,17 @@ def _half(words: Sequence[str], split: str) -> list[str]:
 
 def single(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
     """``{"text", "label"}``: ``the [ADJ] S VERB the [ADJ] O [in the PLACE] .``, label = polarity of
-    the verb and of every non-neutral adjective; balanced. Train and val use disjoint polarity words."""
+    the verb; balanced. Each adjective draws its own polarity (a distractor): counting polar words is
+    right on about 4 in 5 sentences, only the verb's role tells the rest. Train and val use disjoint
+    polarity words (verbs and adjectives)."""
     rng = random.Random(f"single:{split}:{seed}")
+    adjs = _half(POS_ADJ, split) + _half(NEG_ADJ, split)
     out = []
     for i in range(n):
         label = i % 2 if n > 1 else rng.randrange(2)
-        verbs, adjs = (POS_VERBS, POS_ADJ) if label else (NEG_VERBS, NEG_ADJ)
         nouns, places = TOPICS[rng.choice(list(TOPICS))]
         s, o = rng.sample(nouns, 2)
-        words = _clause(rng, s, o, _half(verbs, split), _half(adjs, split), places)
+        words = _clause(rng, s, o, _half(POS_VERBS if label else NEG_VERBS, split), adjs, places)
         out.append({"text": " ".join(words), "label": label})
     rng.shuffle(out)
     return out
@@ -332,21 +337,19 @@ PAIR_TAG_FUNCTION = ("the", "in")
 POLARITY = {**{w: 1 for w in POS_VERBS + POS_ADJ}, **{w: 0 for w in NEG_VERBS + NEG_ADJ}}  # 1 positive
 
 
-def _tag_clause(rng: random.Random, nouns: Sequence[str], places: Sequence[str],
-                mood: int | None) -> list[str]:
-    """``[in the PLACE] the [ADJ] S VERB the [ADJ] O [in the PLACE]`` (one place at most), without a
-    final ".". ``mood`` 1/0: the verb and every polar adjective have that polarity; ``None``: each
-    of them draws its own polarity (a sentence of mixed mood)."""
-    def polar(pos: Sequence[str], neg: Sequence[str]) -> str:
-        m = rng.randrange(2) if mood is None else mood
-        return rng.choice(pos if m else neg)
+PAIR_TAG_CLAUSES = 3  # clauses per row, split between A and B at a fair coin (one or two for A)
+PAIR_TAG_MAX_WORDS = 29  # words per row: [CLS] A [SEP] B [SEP] fits seq_len 32 untruncated
 
+
+def _tag_clause(rng: random.Random, nouns: Sequence[str], places: Sequence[str], mood: int) -> list[str]:
+    """``[in the PLACE] the [ADJ] S VERB the [ADJ] O [in the PLACE]`` (one place at most), without a
+    final ".": the verb and every polar adjective have polarity ``mood`` (1 positive, 0 negative)."""
     def adj() -> list[str]:
         r = rng.random()
-        return [polar(POS_ADJ, NEG_ADJ)] if r < 0.6 else [rng.choice(NEUTRAL_ADJ)] if r < 0.8 else []
+        return [rng.choice(POS_ADJ if mood else NEG_ADJ)] if r < 0.6 else [rng.choice(NEUTRAL_ADJ)] if r < 0.8 else []
 
     s, o = rng.sample(list(nouns), 2)
-    words = ["the", *adj(), s, polar(POS_VERBS, NEG_VERBS), "the", *adj(), o]
+    words = ["the", *adj(), s, rng.choice(POS_VERBS if mood else NEG_VERBS), "the", *adj(), o]
     if rng.random() < 0.4:  # the place opens or closes the clause: no word class only ever ends a sentence
         where = ["in", "the", rng.choice(list(places))]
         words = words + where if rng.random() < 0.5 else where + words
@@ -354,29 +357,40 @@ def _tag_clause(rng: random.Random, nouns: Sequence[str], places: Sequence[str],
 
 
 def pair_tag(n: int, seed: int = 1234, split: str = "train") -> list[dict]:
-    """``{"text_a", "text_b", "tags"}``: a token-tagging pair task that only a reader of B can solve.
+    """``{"text_a", "text_b", "tags"}``: a token-tagging pair task that only a reader of B can solve,
+    and only if it knows where B begins.
 
-    A is a clause of mixed mood (its verb and each polar adjective draw their own polarity); B is a
-    clause of one mood, a fair coin drawn independently of A. ``tags`` has one entry per word of A:
-    B's mood (1 positive, 0 negative) for every content word, :data:`TAG_IGNORE` for the function
-    words ("the", "in"). Each word of A must report what follows it, as a start/end tag in SQuAD or a
-    token of MRPC's first sentence must read the second. No prefix of A (nor all of A) carries
-    information about a tag, so a left-to-right (causal) reader of A is at chance by construction,
-    while a reader of B solves it exactly: BERT Table 5's left-to-right gap.
+    Every row is :data:`PAIR_TAG_CLAUSES` clauses, each of its own topic and of its own mood (a fair
+    coin), drawn by one generator whatever segment it lands in; A is the first one or two of them (a
+    fair coin), B the rest. ``tags`` has one entry per word of A: the mood of *B's first clause* (1
+    positive, 0 negative) for every content word, :data:`TAG_IGNORE` for the function words ("the",
+    "in"). Each word of A must report what follows it, as a start/end tag in SQuAD or a token of MRPC's
+    first sentence must read the second. A is independent of the tags, so a left-to-right (causal)
+    reader of A is at chance by construction, while a reader of B who knows where it begins solves it
+    exactly: BERT Table 5's left-to-right gap.
 
-    Sentences carry no trailing "." and no other boundary word: in a row ``[CLS] A [SEP] B [SEP]``
-    only [SEP] (or the segment ids) marks where A ends, which matters here, because B's mood must be
-    read from B's words alone (A is of mixed mood). ``split`` names the stream; no words are held out (the
-    label count of the fine-tuning set is what makes pretraining matter).
+    No "." and no other boundary word, and the clauses of A and B are alike: in ``[CLS] A [SEP] B [SEP]``
+    only [SEP] (or the segment ids) marks where A ends. Without them (``pair_format=concat``) the row is
+    three clauses and B begins at the second or the third, which nothing in the words tells: on A's first
+    clause the best reader is right 0.5 + 0.5 * 0.5 = 3/4 of the time; A's second clause exists only when
+    B begins at the third, so its words can be tagged right. Over all the tagged words (a two-clause A
+    has twice as many) the bound without a boundary cue is (1 + 1/2 + 1) / 3 = 5/6, against 1.0 with it.
+    ``split`` names the stream; no words are held out (the label count of the
+    fine-tuning set is what makes pretraining matter).
     """
     rng = random.Random(f"pair_tag:{split}:{seed}")
+    topics = list(TOPICS)
     out = []
     for _ in range(n):
-        topics = list(TOPICS)
-        a = _tag_clause(rng, *TOPICS[rng.choice(topics)], mood=None)
-        mood_b = rng.randrange(2)
-        b = _tag_clause(rng, *TOPICS[rng.choice(topics)], mood=mood_b)
-        tags = [TAG_IGNORE if w in PAIR_TAG_FUNCTION else mood_b for w in a]
+        while True:  # redraw the rare row of three longest clauses: the draw does not depend on the split
+            moods = [rng.randrange(2) for _ in range(PAIR_TAG_CLAUSES)]
+            clauses = [_tag_clause(rng, *TOPICS[rng.choice(topics)], mood=m) for m in moods]
+            if sum(map(len, clauses)) <= PAIR_TAG_MAX_WORDS:
+                break
+        k = rng.randint(1, PAIR_TAG_CLAUSES - 1)  # clauses in A
+        a = [w for c in clauses[:k] for w in c]
+        b = [w for c in clauses[k:] for w in c]
+        tags = [TAG_IGNORE if w in PAIR_TAG_FUNCTION else moods[k] for w in a]
         out.append({"text_a": " ".join(a), "text_b": " ".join(b), "tags": tags})
     return out
 # --- offset lookup (Q2, appended for issue 15) --------------------------------------------

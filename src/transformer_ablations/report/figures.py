@@ -258,7 +258,7 @@ def fig_q4_cost(rows: Sequence[dict] | None, out_dir: Path, error: str | None = 
 # --- Q5 ----------------------------------------------------------------------------------
 Q5_OBJECTIVES = ("mlm_nsp", "mlm", "causal", "none")
 # (column header, sweep, task filter, metric)
-Q5_LABELS = 256  # the label count of the table and of the objective comparisons (claims.yaml)
+Q5_LABELS = 64  # the label count of the table and of the objective comparisons (claims.yaml)
 Q5_COLUMNS = (
     ("single acc", "q5_finetune", {"data.task": "single", "data.n_train": Q5_LABELS}, "val/acc"),
     ("single MCC", "q5_finetune", {"data.task": "single", "data.n_train": Q5_LABELS}, "val/mcc"),
@@ -339,7 +339,7 @@ def fig_q5_labels(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> Figur
 
 # --- Q6 ----------------------------------------------------------------------------------
 def fig_q6_pooling(runs: Sequence[RunRecord], grid: Grid, out_dir: Path) -> FigureResult:
-    path, title = Path(out_dir) / "q6_pooling.png", "Q6: pair-task accuracy per pooling × fine-tuning mode"
+    path, title = Path(out_dir) / "q6_pooling.png", "Q6: single-sentence accuracy per pooling × fine-tuning mode"
     if not runs:
         return _no_runs(path, title, "q6_cls_sep")
     notes = _Notes()

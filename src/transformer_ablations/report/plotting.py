@@ -106,7 +106,16 @@ class _Notes:
 
 
 def _averaged_note(runs: Sequence[RunRecord], used: Sequence[str], notes: _Notes) -> None:
-    extra = varying_keys(runs, exclude=used)
+    """The keys that vary among the runs of one cell (the same ``used`` values), which a cell averages
+    over; a key that only differs between cells (an lr chosen per arm) is no average."""
+    cells: dict[tuple, list[RunRecord]] = {}
+    for r in runs:
+        cells.setdefault(tuple(canonical(r.config.get(k)) for k in used), []).append(r)
+    extra: dict[str, dict] = {}
+    for cell in cells.values():
+        for k, vs in varying_keys(cell, exclude=used).items():
+            extra.setdefault(k, {}).update({canonical(v): v for v in vs})
+    extra = {k: sorted(v.values(), key=lambda x: (str(type(x)), str(x))) for k, v in sorted(extra.items())}
     if extra:
         notes.other.append("per seed, averaged over " + "; ".join(
             f"{k} ∈ {{{', '.join(map(fmt_value, v))}}}" for k, v in extra.items()))

@@ -26,6 +26,10 @@ def _check_lm(cfg: RunConfig, task: TaskSpec) -> None:
     if arch not in archs:
         note = " (bidirectional)" if archs == ("encoder",) else ""
         raise ConfigError(f"objective={obj} needs model.arch={_one_of(archs)}{note}, got model.arch={arch}")
+    if cfg.data.selection_split and cfg.data.source != "synthetic":
+        # a real corpus has two splits; its val_select would be val itself (selected on what is reported)
+        raise ConfigError(f"data.selection_split=true needs data.source=synthetic for pretraining on a corpus, "
+                          f"got data.source={cfg.data.source}")
 
 
 def _check_seq2seq(cfg: RunConfig, task: TaskSpec) -> None:
@@ -136,7 +140,7 @@ TASKS: dict[str, TaskSpec] = {
     "retrieval": TaskSpec("retrieval", CLASSIFICATION, 8, examples.retrieval_rows, examples.RETRIEVAL_VALUES,
                           synthetic_only=True, words=examples.retrieval_words),  # associative recall (Q1, Q4)
     "pair_tag": TaskSpec("pair_tag", TAGGING, 6, examples.pair_tag_rows, 2, synthetic_only=True, length_sets=False,
-                         pairs=True, target="tags"),  # Q5/Q6: each word of A tagged with B's mood; no boundary word
+                         pairs=True, target="tags"),  # Q5/Q6: each word of A tagged with B's first clause's mood
     "lookup": TaskSpec("lookup", CLASSIFICATION, 8, examples.lookup_rows, synthetic.LOOKUP_SYMBOLS,
                        synthetic_only=True),  # offset lookup: needs positions (Q1, Q2, Q4; issue 15)
     "reverse": TaskSpec("reverse", SEQ2SEQ, 5, examples.reverse_rows, synthetic_only=True),  # Q3
