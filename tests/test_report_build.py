@@ -367,7 +367,7 @@ def test_imprecision_notes_show_the_data(built):
 def test_q5_table_in_markdown(built):
     q5 = built["md"].split("## Q5")[1].split("\n## ")[0]
     assert "| objective | single acc | single MCC | pair-tag acc | pair-tag F1 | NSP acc (pretraining) |" in q5
-    assert "| mlm_nsp | 0.8" in q5 and "256 labels" in q5 and "97-98%" in q5
+    assert "| mlm_nsp | 0.8" in q5 and "fine-tuned with 64 labels" in q5 and "97-98%" in q5
 
 
 def test_q6_sep_segments_table_in_markdown(built):
