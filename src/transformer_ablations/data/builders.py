@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from transformer_ablations.config import ConfigError, RunConfig
+from transformer_ablations.config import ConfigError, DataConfig, RunConfig
 from transformer_ablations.data import sources, synthetic
 from transformer_ablations.data.examples import _synthetic_stream_docs, causal_examples, pair_examples
 from transformer_ablations.data.tokenizer import Tokenizer
@@ -212,7 +212,7 @@ def build_classification(cfg: RunConfig, task, kind: str, ms: list[int], tokeniz
     return splits, tok, num_classes, store_tokenizer
 
 
-def _held_out(train: list, n_val: int, d) -> tuple[list, list]:
+def _held_out(train: list, n_val: int, d: DataConfig) -> tuple[list, list]:
     """A real corpus has no third split: with ``data.selection_split`` its ``val_select`` (where lr is
     chosen) is carved out of the training rows (``data.n_val`` of them, else as many as ``val`` has),
     never out of ``val`` (reported, never selected on). Returns (train rows left, val_select rows)."""

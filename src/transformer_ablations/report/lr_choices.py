@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .collect import PER_RUN_KEYS, RunRecord, fmt_value
+from .collect import RunRecord, fmt_value, varying_keys
 from .document import Block, Heading, Para, Table
 
 IGNORED = {"seed", "train.lr", "train.lr_from"}
 
 
 def _arm_keys(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None) -> list[str]:
+    """The sweep's own toggles (its grid), else the keys that vary among its runs."""
     keys = [k for k, v in (grid or {}).items() if len(v) > 1 and k not in IGNORED]
-    if keys:
-        return keys
-    seen: dict[str, set] = {}
-    for r in runs:
-        for k, v in r.config.items():
-            seen.setdefault(k, set()).add(repr(v))
-    return sorted(k for k, v in seen.items() if len(v) > 1 and k not in IGNORED | PER_RUN_KEYS)
+    return keys or list(varying_keys(runs, exclude=IGNORED))
 
 
 def lr_choice_table(runs: Sequence[RunRecord], grid: Mapping[str, Sequence] | None = None) -> tuple[Table, str] | None:
